@@ -1,0 +1,15 @@
+"""Co-Seg++: mutual prompt-guided collaborative semantic and instance segmentation.
+
+Sub-packages (dependencies point one way: ops <- networks; losses, postprocess, metrics, data beside them;
+engines use all of them; the bundles only wire):
+
+- :mod:`coseg.ops`          selective scan (mamba_ssm kernel on CUDA when installed, pure PyTorch otherwise)
+- :mod:`coseg.networks`     SAM2-Hiera image encoder with adapters, SSP-Encoder, MTC-Decoder, CoSegPlusPlus
+- :mod:`coseg.losses`       targets from label maps and the Co-Seg++ training objective
+- :mod:`coseg.postprocess`  instance maps from binary + HV outputs, semantic clean-up
+- :mod:`coseg.metrics`      Dice / mIoU / Hausdorff, AJI / PQ / F1 and their MONAI/ignite wrappers
+- :mod:`coseg.data`         dataset converters, readers and synthetic samples
+- :mod:`coseg.engines`      MONAI/ignite glue used by the bundle configs
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,27 @@
+"""Shared pytest fixtures.
+
+``shared_dir`` is the read-only reference folder beside the repository (``../shared``): paper, fixtures of
+official implementations and small real datasets. Tests that need it are skipped with a clear message when
+it is absent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not (SHARED_DIR / "fixtures").is_dir():
+        pytest.skip(f"reference folder {SHARED_DIR} (../shared beside the repository) is absent")
+    return SHARED_DIR
