@@ -1,0 +1,169 @@
+"""Loading official SAM2 weights into the image encoder, and the freezing policy.
+
+Official checkpoints (``sam2_hiera_*.pt``, ``sam2.1_hiera_*.pt``) hold ``{"model": state_dict}`` with keys
+``image_encoder.trunk.*`` and ``image_encoder.neck.*`` among the rest of SAM2 (memory attention, mask
+decoder, ...). :func:`sam2_encoder_state_dict` is the one key filter; :func:`load_sam2_weights` loads it
+strictly and reports every problem at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from coseg.networks.backbones.hiera import Hiera
+from coseg.networks.backbones.image_encoder import ImageEncoder
+
+__all__ = [
+    "SAM2CheckpointError",
+    "LoadReport",
+    "sam2_encoder_state_dict",
+    "load_sam2_weights",
+    "freeze_trunk",
+    "count_parameters",
+]
+
+logger = logging.getLogger(__name__)
+
+_PREFIX = "image_encoder."
+
+
+class SAM2CheckpointError(ValueError):
+    """A SAM2 checkpoint does not fit the image encoder; the message lists every problem."""
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_sam2_weights` loaded.
+
+    Attributes:
+        loaded: encoder keys taken from the checkpoint.
+        new: encoder keys that SAM2 does not have (adapters), left at their initialisation.
+        ignored: checkpoint keys outside the image encoder (memory, mask decoder, ...), not used.
+    """
+
+    loaded: list[str] = field(default_factory=list)
+    new: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+
+def sam2_encoder_state_dict(checkpoint: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Pick the image encoder's entries of a SAM2 state dict and strip the ``image_encoder.`` prefix.
+
+    Accepts a full SAM2 state dict (``image_encoder.trunk.*``) or an encoder-only one (``trunk.*``/``neck.*``).
+
+    Returns:
+        ``(encoder state dict with keys trunk.* / neck.*, ignored keys)``.
+    """
+    has_prefix = any(k.startswith(_PREFIX) for k in checkpoint)
+    out: dict[str, torch.Tensor] = {}
+    ignored: list[str] = []
+    for key, value in checkpoint.items():
+        if has_prefix:
+            if key.startswith(_PREFIX):
+                out[key[len(_PREFIX) :]] = value
+            else:
+                ignored.append(key)
+        elif key.startswith(("trunk.", "neck.")):
+            out[key] = value
+        else:
+            ignored.append(key)
+    return out, ignored
+
+
+def _read_checkpoint(path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    if isinstance(path_or_state_dict, Mapping):
+        ckpt: object = path_or_state_dict
+        source = "the given state dict"
+    else:
+        path = os.fspath(path_or_state_dict)
+        if not os.path.isfile(path):
+            raise SAM2CheckpointError(f"{path}: SAM2 checkpoint not found")
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises several types for corrupt/unsafe files
+            raise SAM2CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint ({err})") from err
+        source = path
+    if isinstance(ckpt, Mapping) and "model" in ckpt and isinstance(ckpt["model"], Mapping):
+        ckpt = ckpt["model"]
+    if not isinstance(ckpt, Mapping) or not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        raise SAM2CheckpointError(f"{source}: expected a state dict of tensors (or {{'model': state_dict}})")
+    return ckpt
+
+
+def load_sam2_weights(
+    encoder: ImageEncoder, path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor]
+) -> LoadReport:
+    """Load the ``image_encoder.*`` weights of an official SAM2 checkpoint into ``encoder``, strictly.
+
+    Keys of the rest of SAM2 are ignored. The only encoder parameters allowed to be absent from the
+    checkpoint are the adapters (``trunk.blocks.<i>.adapter.*``), which SAM2 does not have.
+
+    Args:
+        encoder: built with :func:`~coseg.networks.backbones.build_image_encoder` with the checkpoint's config.
+        path_or_state_dict: path of a ``.pt`` file (loaded with ``weights_only=True``) or a state dict.
+
+    Returns:
+        a :class:`LoadReport`.
+
+    Raises:
+        SAM2CheckpointError: missing file, unreadable file, no encoder keys, or any missing key, unexpected
+            key or shape mismatch (all of them listed in the message).
+    """
+    ckpt = _read_checkpoint(path_or_state_dict)
+    source = path_or_state_dict if not isinstance(path_or_state_dict, Mapping) else "state dict"
+    weights, ignored = sam2_encoder_state_dict(ckpt)
+    if not weights:
+        raise SAM2CheckpointError(f"{source}: no image_encoder.trunk.* / image_encoder.neck.* keys found")
+    own = encoder.state_dict()
+    adapter_keys = {k for k in own if _is_adapter_key(k)}
+    missing = sorted(k for k in own if k not in weights and k not in adapter_keys)
+    unexpected = sorted(k for k in weights if k not in own)
+    mismatched = sorted(
+        f"{k}: checkpoint {tuple(weights[k].shape)} vs encoder {tuple(own[k].shape)}"
+        for k in weights
+        if k in own and weights[k].shape != own[k].shape
+    )
+    if missing or unexpected or mismatched:
+        lines = [f"{source}: the SAM2 checkpoint does not fit this image encoder (wrong preset?)"]
+        for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+            if keys:
+                shown = keys[:20] + ([f"... and {len(keys) - 20} more"] if len(keys) > 20 else [])
+                lines.append(f"  {title} ({len(keys)}): " + ", ".join(shown))
+        raise SAM2CheckpointError("\n".join(lines))
+    result = encoder.load_state_dict(weights, strict=False)
+    assert not result.unexpected_keys and set(result.missing_keys) == adapter_keys - set(weights)
+    report = LoadReport(loaded=sorted(weights), new=sorted(adapter_keys - set(weights)), ignored=ignored)
+    logger.info(
+        "loaded %d SAM2 image-encoder tensors from %s (%d adapter tensors new, %d other SAM2 tensors ignored)",
+        len(report.loaded),
+        source,
+        len(report.new),
+        len(report.ignored),
+    )
+    return report
+
+
+def _is_adapter_key(key: str) -> bool:
+    parts = key.split(".")
+    return len(parts) > 3 and parts[0] == "trunk" and parts[1] == "blocks" and parts[3] == "adapter"
+
+
+def freeze_trunk(trunk: Hiera) -> None:
+    """Freeze the Hiera trunk except its adapters (paper §3.4): by module, not by parameter-name matching."""
+    trunk.requires_grad_(False)
+    for block in trunk.blocks:
+        if block.adapter is not None:
+            block.adapter.requires_grad_(True)
+
+
+def count_parameters(module: nn.Module) -> tuple[int, int]:
+    """``(learnable, frozen)`` parameter counts of ``module``."""
+    learnable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
+    return learnable, frozen
