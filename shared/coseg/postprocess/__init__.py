@@ -1,0 +1,41 @@
+"""Post-processing of the network outputs: instances from binary + HV maps, semantic clean-up.
+
+- :func:`postprocess_outputs`: the whole output dict (one image or a batch) to label maps and tables.
+- :func:`instances_from_outputs`, :func:`hv_watershed`, :func:`instance_table`: HoVer-Net's watershed and
+  per-instance properties (type vote, centroid, box, area, contour) for one image.
+- :class:`WatershedParams`, :func:`params_for_resolution`: settings, 40x defaults scaled to other resolutions.
+- :func:`semantic_map`, :func:`remove_small_regions`: argmax and small-region removal.
+- :mod:`coseg.postprocess.synthetic`: synthetic instance maps and perfect outputs for tests and benchmarks.
+
+Nothing here imports a network or a loss.
+"""
+
+from coseg.postprocess.batch import PostprocessResult, postprocess_outputs
+from coseg.postprocess.instances import (
+    REFERENCE_MAGNIFICATION,
+    REFERENCE_MPP,
+    InstanceResult,
+    InstanceTable,
+    WatershedParams,
+    hv_watershed,
+    instance_table,
+    instances_from_outputs,
+    params_for_resolution,
+)
+from coseg.postprocess.semantic import remove_small_regions, semantic_map
+
+__all__ = [
+    "REFERENCE_MAGNIFICATION",
+    "REFERENCE_MPP",
+    "InstanceResult",
+    "InstanceTable",
+    "PostprocessResult",
+    "WatershedParams",
+    "hv_watershed",
+    "instance_table",
+    "instances_from_outputs",
+    "params_for_resolution",
+    "postprocess_outputs",
+    "remove_small_regions",
+    "semantic_map",
+]
