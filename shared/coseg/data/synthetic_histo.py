@@ -165,7 +165,8 @@ def make_sample(
         seed: random seed; the same arguments always give the same sample.
         background_fraction: approximate share of empty background, in [0, 0.9].
         tumour_fraction: approximate share of the tissue that is tumour, in [0, 1].
-        nucleus_scale: multiplies all nucleus sizes (1.0 ~ 40x; 0.5 ~ 20x), in [0.25, 4].
+        nucleus_scale: multiplies all nucleus sizes, in [0.25, 4]. Lymphocytes (7 um) are 6-9 px wide at 1.0, so
+            1.0 looks like ~10x, 2.0 like ~20x and 4.0 like ~40x (0.25 um/px).
 
     Returns:
         ``{"image": (H, W, 3) uint8, "sem": (H, W) uint8, "inst": (H, W) int32 (ids 1..n),
@@ -342,7 +343,7 @@ def write_synthetic_dataset(
     info = {
         "format": "synthetic",
         "source": "coseg.data.synthetic_histo (generated)",
-        "magnification": "40x (nominal)",
+        "magnification": f"{10 * float(sample_kwargs.get('nucleus_scale', 1.0)):g}x (approximate, from nucleus sizes)",
         "semantic_classes": {str(k): v for k, v in SYNTHETIC_SEMANTIC_CLASSES.items()},
         "instance_types": {str(k): v for k, v in SYNTHETIC_INSTANCE_TYPES.items()},
         "semantic_labels": "annotation",
