@@ -13,3 +13,16 @@ engines use all of them; the bundles only wire):
 """
 
 __version__ = "0.1.0"
+
+_SUBPACKAGES = ("constants", "data", "engines", "keys", "losses", "metrics", "networks", "ops", "postprocess")
+
+
+def __getattr__(name: str):
+    """Import sub-packages on first attribute access (``coseg.engines.X`` works after ``import coseg``)."""
+    if name in _SUBPACKAGES:
+        import importlib
+
+        module = importlib.import_module(f"coseg.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'coseg' has no attribute {name!r}")

@@ -1,0 +1,93 @@
+"""The validation metrics of the bundles as MONAI ``IgniteMetricHandler`` objects, named after the classes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from monai.handlers import IgniteMetricHandler, from_engine
+
+from coseg.engines.postprocessing import PredKeys
+from coseg.metrics import InstanceMetric, SemanticMetric
+
+__all__ = ["validation_metrics", "metric_slug"]
+
+
+def metric_slug(name: str) -> str:
+    """``"Tumour nucleus"`` -> ``"tumour_nucleus"`` (names usable as metric keys and file names)."""
+    return re.sub(r"[^a-z0-9]+", "_", str(name).lower()).strip("_") or "class"
+
+
+def validation_metrics(
+    *,
+    sem_classes: Mapping[int | str, str],
+    inst_types: Mapping[int | str, str],
+    prefix: str = "val_",
+    per_class: bool = True,
+    hausdorff: bool = True,
+    reduction: str = "per_image_mean",
+    part: str = "all",
+    key: str = "mpq",
+) -> dict[str, IgniteMetricHandler]:
+    """Dice, mIoU and HD per region class; F1, AJI and PQ per object type; their means.
+
+    Keys: ``<prefix>mean_dice``, ``<prefix>miou``, ``<prefix>mean_hd``, ``<prefix>mpq`` (mean PQ over object
+    types), ``<prefix>pq`` / ``<prefix>f1`` / ``<prefix>aji`` (class-agnostic), and with ``per_class``
+    ``<prefix>sem_<class>_dice|iou|hd`` and ``<prefix>inst_<type>_f1|aji|pq``.
+
+    Args:
+        sem_classes: ``{0: "background", 1: ..., ...}`` region class names (background included).
+        inst_types: ``{0: "background", 1: ..., ...}`` object type names (background included).
+        prefix: prefix of every key.
+        per_class: add the per-class entries.
+        hausdorff: include HD (slower).
+        reduction: ``"per_image_mean"`` or ``"pooled"`` for the instance and overlap metrics.
+        part: ``"key"`` (only the key metric, for ``key_val_metric``), ``"additional"`` (all but the key metric,
+            for ``additional_metrics``) or ``"all"``.
+        key: the key metric's name without prefix (default ``"mpq"``, the mean panoptic quality of the objects).
+
+    Returns:
+        ``{name: IgniteMetricHandler}``.
+
+    Raises:
+        ValueError: unknown ``part`` or ``key``.
+    """
+    if part not in ("key", "additional", "all"):
+        raise ValueError(f"part must be 'key', 'additional' or 'all', got {part!r}")
+    sems = {int(k): v for k, v in sem_classes.items()}
+    types = {int(k): v for k, v in inst_types.items()}
+    ns, nt = len(sems), len(types)
+    sem_io = from_engine([PredKeys.SEM, PredKeys.GT_SEM])
+    inst_io = from_engine([PredKeys.PANOPTIC, PredKeys.GT_PANOPTIC])
+    out: dict[str, IgniteMetricHandler] = {}
+
+    def sem(name: str, metric: str, class_index: int | None) -> None:
+        red = reduction if metric in ("dice", "iou") else "per_image_mean"
+        fn = SemanticMetric(metric, num_classes=ns, class_index=class_index, reduction=red)
+        out[prefix + name] = IgniteMetricHandler(metric_fn=fn, output_transform=sem_io, save_details=False)
+
+    def inst(name: str, metric: str, class_index: int | str | None) -> None:
+        fn = InstanceMetric(metric, class_index=class_index, num_classes=nt, reduction=reduction)
+        out[prefix + name] = IgniteMetricHandler(metric_fn=fn, output_transform=inst_io, save_details=False)
+
+    inst("mpq", "pq", "mean")
+    for metric in ("pq", "f1", "aji"):
+        inst(metric, metric, None)
+    sem("mean_dice", "dice", None)
+    sem("miou", "iou", None)
+    if hausdorff:
+        sem("mean_hd", "hd", None)
+    if per_class:
+        for k in range(1, ns):
+            for metric in ("dice", "iou") + (("hd",) if hausdorff else ()):
+                sem(f"sem_{metric_slug(sems[k])}_{metric}", metric, k)
+        for t in range(1, nt):
+            for metric in ("f1", "aji", "pq"):
+                inst(f"inst_{metric_slug(types[t])}_{metric}", metric, t)
+    if prefix + key not in out:
+        raise ValueError(f"unknown key metric {key!r}; choose one of {sorted(k[len(prefix) :] for k in out)}")
+    if part == "key":
+        return {prefix + key: out[prefix + key]}
+    if part == "additional":
+        out.pop(prefix + key)
+    return out
