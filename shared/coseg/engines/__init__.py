@@ -11,6 +11,15 @@ from coseg.engines.bundle import (
     image_datalist,
     trainable_parameters,
 )
+from coseg.engines.dental import (
+    CheckVolumed,
+    DentalEvaluationReport,
+    DentalInferenceWriter,
+    VolumeSliceInferer,
+    cbct_cases,
+    cbct_datalist,
+    volume_datalist,
+)
 from coseg.engines.handlers import (
     LossTermsHandler,
     OverlayWriter,
@@ -20,6 +29,7 @@ from coseg.engines.handlers import (
     loss_value,
     rank_zero_handlers,
 )
+from coseg.engines.history import ValidationHistory, read_validation_history
 from coseg.engines.inference import HistoInferenceWriter, write_histo_outputs
 from coseg.engines.inferers import FULL_RESOLUTION_OUTPUTS, CoSegSlidingWindowInferer
 from coseg.engines.metrics import metric_slug, validation_metrics
@@ -34,6 +44,13 @@ __all__ = [
     "CoSegSlidingWindowInferer",
     "CheckLabelsd",
     "CheckRGBd",
+    "CheckVolumed",
+    "DentalEvaluationReport",
+    "DentalInferenceWriter",
+    "VolumeSliceInferer",
+    "cbct_cases",
+    "cbct_datalist",
+    "volume_datalist",
     "CoSegPostProcessd",
     "EvaluationReport",
     "FlattenEngineOutputd",
@@ -47,6 +64,7 @@ __all__ = [
     "SAM2Normalized",
     "TrainingCheckpointLoader",
     "TrainingCheckpointSaver",
+    "ValidationHistory",
     "check_dataset_classes",
     "dataset_classes",
     "find_bundle_root",
@@ -55,6 +73,7 @@ __all__ = [
     "loss_value",
     "metric_slug",
     "rank_zero_handlers",
+    "read_validation_history",
     "trainable_parameters",
     "validation_metrics",
     "write_histo_outputs",

@@ -13,6 +13,7 @@ import numpy as np
 __all__ = [
     "find_bundle_root",
     "histo_datalist",
+    "read_datalist",
     "image_datalist",
     "dataset_classes",
     "check_dataset_classes",
@@ -110,6 +111,32 @@ def histo_datalist(
         write_synthetic_dataset(
             root, num_images=num_images, size=image_size, seed=seed, nucleus_scale=nucleus_scale, overwrite=True
         )
+    return read_datalist(root, split, fraction=fraction, fraction_seed=fraction_seed)
+
+
+def read_datalist(
+    dataset_dir: str | os.PathLike, split: str, *, fraction: float = 1.0, fraction_seed: int = 0
+) -> list[dict[str, Any]]:
+    """Items of one split of a prepared 2D dataset's ``datalist.json`` (histology images or CBCT slices).
+
+    Args:
+        dataset_dir: the prepared dataset folder.
+        split: ``"training"``, ``"validation"`` or ``"test"``.
+        fraction: keep this fraction of the split (nested seeded subsets: the 10 % subset is inside the 30 %
+            one), for limited-annotation experiments.
+        fraction_seed: seed of that subsampling.
+
+    Returns:
+        MONAI datalist items with absolute paths.
+
+    Raises:
+        FileNotFoundError: no ``datalist.json``.
+        ValueError: an unknown split or a fraction outside (0, 1].
+    """
+    root = Path(dataset_dir).expanduser()
+    datalist = root / "datalist.json"
+    if not datalist.is_file():
+        raise FileNotFoundError(f"{root}: no datalist.json (prepare the dataset first)")
     content = json.loads(datalist.read_text())
     if split not in content:
         raise ValueError(

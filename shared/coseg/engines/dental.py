@@ -1,0 +1,499 @@
+"""Dental CBCT: prepared-slice datalists, volume checks, slice-wise volume inference with 3D tooth linking,
+NIfTI writing and volume/slice evaluation in the layout of the paper's Tables 2, 4 and 6."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from ignite.engine import Engine, Events
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.inferers import Inferer
+from monai.transforms import MapTransform
+
+from coseg.constants import PIXEL_MEAN, PIXEL_STD
+from coseg.data.errors import InputFileError
+from coseg.engines.bundle import read_datalist
+from coseg.engines.inferers import FULL_RESOLUTION_OUTPUTS
+from coseg.engines.report import pct
+from coseg.engines.transforms import source_name
+from coseg.postprocess import WatershedParams, params_for_resolution, postprocess_outputs
+
+__all__ = [
+    "CheckVolumed",
+    "DentalEvaluationReport",
+    "DentalInferenceWriter",
+    "VolumeSliceInferer",
+    "cbct_datalist",
+    "cbct_cases",
+    "volume_datalist",
+]
+
+logger = logging.getLogger(__name__)
+
+#: volume file suffixes picked up from a folder
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+
+
+def cbct_datalist(
+    dataset_dir: str | os.PathLike,
+    split: str = "training",
+    *,
+    synthesize: bool = False,
+    num_cases: int = 6,
+    shape: Sequence[int] = (32, 128, 128),
+    size: int = 256,
+    seed: int = 0,
+    skip_empty: bool = True,
+    fraction: float = 1.0,
+) -> list[dict[str, Any]]:
+    """Items (2D slices) of one split of a dataset prepared by ``coseg.data.prepare_cbct``.
+
+    Args:
+        dataset_dir: the prepared dataset folder.
+        split: ``"training"``, ``"validation"`` or ``"test"``.
+        synthesize: when there is no ``datalist.json``, write synthetic CBCT phantoms in ToothFairy2's layout to
+            ``<dataset_dir>/raw`` and slice them into ``dataset_dir`` (the quickstart's embedded sample).
+        num_cases, shape, seed: of the phantoms; ``size``, ``skip_empty``: of the slicing.
+        fraction: keep this fraction of the split's slices (nested seeded subsets).
+
+    Raises:
+        FileNotFoundError: no datalist and ``synthesize`` is off.
+    """
+    root = Path(dataset_dir).expanduser()
+    if not (root / "datalist.json").is_file():
+        if not synthesize:
+            raise FileNotFoundError(
+                f"{root}: no datalist.json. Slice a ToothFairy2 dataset with `python -m coseg.data.prepare_cbct "
+                f"--input TOOTHFAIRY2_DIR --output {root}`, or run the quickstart preset (configs/quickstart.json)."
+            )
+        from coseg.data.prepare_cbct import prepare_cbct
+        from coseg.data.synthetic_cbct import write_toothfairy2_like
+
+        raw = root.parent / f"{root.name}_raw"
+        logger.warning(
+            "no dataset in %s: writing %d synthetic CBCT phantoms to %s and slicing them", root, num_cases, raw
+        )
+        write_toothfairy2_like(raw, num_cases=num_cases, shape=tuple(shape), seed=seed)
+        prepare_cbct(raw, root, size=size, skip_empty=skip_empty, seed=seed, overwrite=True, progress=False)
+    return read_datalist(root, split, fraction=fraction)
+
+
+def cbct_cases(dataset_dir: str | os.PathLike, split: str = "test") -> list[dict[str, str]]:
+    """The source volumes of one split of a prepared CBCT dataset: ``[{"image": path, "label": path,
+    "dataset_json": path}, ...]`` (for volume inference and evaluation)."""
+    root = Path(dataset_dir).expanduser()
+    content = json.loads((root / "datalist.json").read_text())
+    info = json.loads((root / "dataset.json").read_text())
+    names = sorted({item["case"] for item in content.get(split, [])})
+    if not names:
+        raise ValueError(f"{root}/datalist.json: the split {split!r} has no cases")
+    raw_json = str(Path(info["source"]) / "dataset.json")
+    return [
+        {"image": content["cases"][n]["image"], "label": content["cases"][n].get("label"), "dataset_json": raw_json}
+        for n in names
+    ]
+
+
+def volume_datalist(inputs: str | os.PathLike | Sequence[str], *, split: str = "test") -> list[dict[str, str]]:
+    """``[{"image": path}]`` for volume inference: one volume file, a DICOM series folder, a folder of volumes, a
+    list of paths, or a dataset prepared by ``coseg.data.prepare_cbct`` (its ``split`` cases' source volumes).
+
+    Raises:
+        FileNotFoundError: a missing path or a folder with neither volumes nor DICOM files.
+    """
+    if isinstance(inputs, (list, tuple)):
+        paths = [Path(p) for p in inputs]
+    else:
+        root = Path(inputs).expanduser()
+        if (root / "datalist.json").is_file():
+            return [{"image": case["image"]} for case in cbct_cases(root, split)]
+        if root.is_dir():
+            vols = sorted(p for p in root.iterdir() if p.name.lower().endswith(VOLUME_SUFFIXES))
+            if vols:
+                paths = vols
+            elif any(p.suffix.lower() in (".dcm", "") and p.is_file() for p in root.iterdir()):
+                paths = [root]  # a DICOM series folder
+            else:
+                raise FileNotFoundError(f"{root}: no volumes ({', '.join(VOLUME_SUFFIXES)}) or DICOM files here")
+        else:
+            paths = [root]
+    for p in paths:
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: no such volume")
+    return [{"image": str(p.resolve())} for p in paths]
+
+
+class CheckVolumed(MapTransform):
+    """Check loaded volumes (``(1, I, J, K)`` after ``LoadImaged(..., ensure_channel_first=True)``); errors name the
+    file: a 2D image, a 4D/multi-channel volume, an empty or constant volume, non-finite values."""
+
+    def __init__(self, keys: KeysCollection = "image", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            vol = d[key]
+            name = source_name(vol)
+            t = torch.as_tensor(vol)
+            if t.ndim == 3:
+                raise InputFileError(name, f"is 2D (shape {tuple(t.shape[1:])}); a 3D CBCT volume is expected")
+            if t.ndim != 4:
+                raise InputFileError(
+                    name, f"has {t.ndim - 1} dimensions (shape {tuple(t.shape)}); a 3D volume is expected"
+                )
+            if t.shape[0] != 1:
+                raise InputFileError(name, f"has {t.shape[0]} channels or time points; a single 3D volume is expected")
+            if min(t.shape[1:]) < 2:
+                raise InputFileError(name, f"is a single slice (shape {tuple(t.shape[1:])}); a 3D volume is expected")
+            if not torch.isfinite(t).all():
+                raise InputFileError(name, "has NaN or infinite values")
+            if t.numel() == 0 or bool(t.max() == t.min()):
+                raise InputFileError(name, "is empty (constant intensity)")
+        return d
+
+
+def _affine_of(inputs: torch.Tensor) -> np.ndarray:
+    """The voxel-to-RAS affine of a (batched) MetaTensor volume."""
+    if not isinstance(inputs, MetaTensor):
+        raise TypeError("volume inference needs a MetaTensor with its affine (load volumes with LoadImaged)")
+    affine = inputs.affine
+    affine = affine[0] if affine.ndim == 3 else affine
+    return np.asarray(affine.detach().cpu(), dtype=np.float64)
+
+
+def _pack_types(tooth_types: Mapping[int, int]) -> torch.Tensor:
+    rows = sorted((int(k), int(v)) for k, v in tooth_types.items())
+    return torch.tensor(rows, dtype=torch.int64).reshape(-1, 2)
+
+
+def _unpack_types(packed: Any) -> dict[int, int]:
+    a = torch.as_tensor(packed).reshape(-1, 2).tolist()
+    return {int(k): int(v) for k, v in a}
+
+
+class VolumeSliceInferer(Inferer):
+    """Segment a CBCT volume slice by slice with the 2D network, then put the result back together in 3D.
+
+    The volume is sliced along an anatomical axis, windowed and resized exactly as ``coseg.data.prepare_cbct``
+    did for training (:func:`coseg.data.volume.make_model_slices`), run through the network in batches,
+    post-processed per slice (semantic regions; tooth instances by watershed), reassembled on the input grid with
+    per-slice teeth linked across slices into one id per tooth and numbered by FDI
+    (:func:`coseg.data.volume.assemble_dental_prediction`).
+
+    Returns (per call, batch of one volume) a dict of tensors with a leading batch dim:
+    ``pred`` ``(1, 1, I, J, K)`` the combined label volume in ToothFairy2 ids (1 lower jawbone, 2 upper jawbone,
+    7 pharynx, teeth by FDI number; what MONAI Label receives), ``semantic`` (0-3), ``teeth`` (tooth ids) and
+    ``tooth_types`` ``(1, M, 2)`` pairs of (tooth id, 1 upper / 2 lower).
+
+    Args:
+        axis: ``"axial"``, ``"coronal"`` or ``"sagittal"``.
+        size: model input size (the slicing size used for training).
+        window: intensity window (HU) mapped to [0, 255].
+        channels: ``"repeat"`` or ``"adjacent"`` (as for training).
+        batch_size: slices per network call.
+        num_sem_classes: semantic classes incl. background (4: lower jawbone, upper jawbone, pharynx).
+        magnification: scales the watershed settings (see :func:`coseg.postprocess.params_for_resolution`).
+        watershed: explicit watershed settings (overrides ``magnification``).
+        sem_min_size: semantic regions smaller than this (pixels per slice) are absorbed by their neighbours.
+        min_overlap, max_gap, merge_young, min_tooth_voxels: 3D tooth linking (see
+            :func:`coseg.data.volume.link_instances_3d`).
+    """
+
+    def __init__(
+        self,
+        *,
+        axis: str = "axial",
+        size: int = 256,
+        window: Sequence[float] = (-1000.0, 4000.0),
+        channels: str = "repeat",
+        batch_size: int = 8,
+        magnification: float | None = 40,
+        watershed: WatershedParams | None = None,
+        sem_min_size: int = 16,
+        min_overlap: float = 0.3,
+        max_gap: int = 1,
+        merge_young: int = 2,
+        min_tooth_voxels: int = 0,
+    ) -> None:
+        super().__init__()
+        self.axis, self.size, self.window, self.channels = axis, int(size), tuple(window), channels
+        self.batch_size = int(batch_size)
+        self.watershed = watershed or params_for_resolution(magnification=magnification)
+        self.sem_min_size = int(sem_min_size)
+        self.link = {"min_overlap": min_overlap, "max_gap": max_gap, "merge_young": merge_young}
+        self.min_tooth_voxels = int(min_tooth_voxels)
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        from coseg.data.volume import (
+            assemble_dental_prediction,
+            combined_toothfairy2,
+            make_model_slices,
+            slice_geometry,
+        )
+
+        if inputs.ndim != 5 or inputs.shape[:2] != (1, 1):
+            raise ValueError(
+                f"VolumeSliceInferer expects one single-channel volume (1, 1, I, J, K), got {tuple(inputs.shape)}"
+            )
+        volume = inputs[0, 0].detach().float().cpu().numpy()
+        affine = _affine_of(inputs)
+        geometry = slice_geometry(volume.shape, affine, axis=self.axis, size=self.size)
+        slices = make_model_slices(volume, geometry, window=self.window, channels=self.channels)  # (N, s, s, 3)
+        device = next(network.parameters()).device if isinstance(network, torch.nn.Module) else inputs.device
+        mean = torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1) * 255.0
+        std = torch.tensor(PIXEL_STD, device=device).view(1, 3, 1, 1) * 255.0
+        sem, inst, typ = [], [], []
+        for start in range(0, len(slices), self.batch_size):
+            batch = torch.from_numpy(slices[start : start + self.batch_size]).to(device).permute(0, 3, 1, 2).float()
+            out = network((batch - mean) / std, *args, **kwargs)
+            results = postprocess_outputs(
+                {k: out[k] for k in FULL_RESOLUTION_OUTPUTS},
+                params=self.watershed,
+                with_contours=False,
+                sem_min_size=self.sem_min_size,
+            )
+            for r in results:
+                sem.append(r.sem_map)
+                inst.append(r.inst_map)
+                typ.append(r.type_map)
+        pred = assemble_dental_prediction(
+            np.stack(sem),
+            np.stack(inst),
+            np.stack(typ),
+            geometry,
+            affine,
+            min_tooth_voxels=self.min_tooth_voxels,
+            **self.link,
+        )
+        combined = combined_toothfairy2(pred.semantic, pred.teeth)
+        meta = dict(inputs.meta) if isinstance(inputs, MetaTensor) else {}
+        meta["affine"] = torch.as_tensor(affine)
+
+        def vol(a: np.ndarray) -> MetaTensor:
+            return MetaTensor(torch.from_numpy(np.ascontiguousarray(a))[None, None], meta=dict(meta))
+
+        return {
+            "pred": vol(combined),
+            "semantic": vol(pred.semantic),
+            "teeth": vol(pred.teeth.astype(np.int32)),
+            "tooth_types": _pack_types(pred.tooth_types)[None],
+        }
+
+
+class DentalInferenceWriter:
+    """Write every volume an inference evaluator segments: NIfTI volumes with the input's exact affine and header,
+    a JSON summary per structure and a PNG montage (:func:`coseg.data.volume.write_dental_outputs`)."""
+
+    def __init__(self, output_dir: str | os.PathLike, *, window: Sequence[float] = (-1000.0, 4000.0)) -> None:
+        self.output_dir = os.fspath(output_dir)
+        self.window = tuple(window)
+        self.written: list[dict[str, Path]] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._write)
+
+    def _write(self, engine: Engine) -> None:
+        from coseg.data.cbct import read_volume
+        from coseg.data.volume import DentalPrediction, write_dental_outputs
+
+        items = engine.state.output
+        for item in [items] if isinstance(items, Mapping) else items or []:
+            path = source_name(item["image"], "")
+            if not path:
+                raise ValueError("DentalInferenceWriter needs the image's file name in its meta data")
+            reference = read_volume(path)
+            prediction = DentalPrediction(
+                semantic=_vol(item["semantic"]).astype(np.uint8),
+                teeth=_vol(item["teeth"]).astype(np.uint16),
+                tooth_types=_unpack_types(item["tooth_types"]),
+            )
+            paths = write_dental_outputs(self.output_dir, prediction, reference, window=self.window)
+            self.written.append(paths)
+            n_up = sum(1 for t in prediction.tooth_types.values() if t == 1)
+            n_low = sum(1 for t in prediction.tooth_types.values() if t == 2)
+            logger.info("%s: %d upper and %d lower teeth -> %s", Path(path).name, n_up, n_low, self.output_dir)
+
+
+def _vol(x: Any) -> np.ndarray:
+    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    while a.ndim > 3 and a.shape[0] == 1:
+        a = a[0]
+    return a
+
+
+class DentalEvaluationReport:
+    """Evaluate volume predictions against ToothFairy2 label volumes; write per-case metrics and the tables.
+
+    Ground truth: each item's ``label`` file mapped by name with the raw ``dataset_json`` (as
+    ``coseg.data.prepare_cbct`` maps it). Metrics:
+
+    - regions (lower jawbone, upper jawbone, pharynx) on volumes: Dice, IoU, Hausdorff distance and HD95 in mm;
+      panoptic quality of the regions (connected components);
+    - teeth (upper / lower): detection F1, AJI and PQ both **per slice** (2D, as the paper; slices along the
+      slicing axis, per-image mean and pooled over slices) and **per volume** (3D: one instance per tooth).
+
+    Files in ``output_dir``: ``per_case.csv``, ``metrics.json`` and ``tables.md`` (Table 2: regions Dice / mIoU
+    / HD mm; Table 4: teeth F1 / AJI; Table 6: PQ of regions and teeth), rank 0 only under torch.distributed.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, *, axis: str = "axial") -> None:
+        self.output_dir = os.fspath(output_dir)
+        self.axis = axis
+        self.records: list[dict[str, Any]] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, lambda e: self.records.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.COMPLETED, self._write)
+
+    def case_record(
+        self, image_path: str, label_path: str, dataset_json: str, pred: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Statistics of one case."""
+        from coseg.data.cbct import build_label_map, read_dataset_json, read_volume
+        from coseg.data.volume import slice_geometry
+        from coseg.metrics import per_class_instance_stats, semantic_stats, tissue_panoptic_stats
+
+        label = read_volume(label_path, kind="label")
+        gt_sem, gt_inst, gt_type = build_label_map(read_dataset_json(dataset_json)).apply(label.array, path=label_path)
+        p_sem = _vol(pred["semantic"]).astype(np.int64)
+        p_teeth = _vol(pred["teeth"]).astype(np.int64)
+        types = _unpack_types(pred["tooth_types"])
+        lut = np.zeros(int(p_teeth.max(initial=0)) + 1, np.int64)
+        for k, v in types.items():
+            if k < len(lut):
+                lut[k] = v
+        p_type = lut[p_teeth]
+        if p_sem.shape != gt_sem.shape:
+            raise InputFileError(label_path, f"label grid {gt_sem.shape} differs from the prediction {p_sem.shape}")
+        spacing = [float(s) for s in label.spacing]
+        sem = semantic_stats(gt_sem[None].astype(np.int64), p_sem[None], num_classes=4, spacing=spacing)
+        vol_teeth = per_class_instance_stats(gt_inst, p_teeth, gt_type, p_type, num_classes=3)
+        regions = tissue_panoptic_stats(gt_sem.astype(np.int64), p_sem, num_classes=4, min_area=0, closing_size=0)
+        geometry = slice_geometry(gt_sem.shape, label.affine, axis=self.axis, size=max(gt_sem.shape))
+        canon = [geometry.to_canonical(a) for a in (gt_inst, p_teeth, gt_type, p_type)]
+        per_slice = {1: [], 2: []}
+        for z in range(canon[0].shape[0]):
+            stats = per_class_instance_stats(canon[0][z], canon[1][z], canon[2][z], canon[3][z], num_classes=3)
+            for k in (1, 2):
+                per_slice[k].append(stats[k].to_array())
+        return {
+            "case": Path(image_path).name,
+            "sem": {k: getattr(sem, k) for k in ("inter", "gt_count", "pred_count", "hd", "hd95")},
+            "teeth_volume": {k: v.to_array() for k, v in vol_teeth.items()},
+            "teeth_slices": {k: np.stack(v) for k, v in per_slice.items()},
+            "regions": {k: v.to_array() for k, v in regions.items()},
+        }
+
+    def _collect(self, engine: Engine) -> None:
+        items = engine.state.output
+        batch = engine.state.batch
+        for i, item in enumerate([items] if isinstance(items, Mapping) else items or []):
+            src = batch[i] if isinstance(batch, (list, tuple)) else batch
+            label_path = item.get("label") or (src.get("label") if isinstance(src, Mapping) else None)
+            ds_json = item.get("dataset_json") or (src.get("dataset_json") if isinstance(src, Mapping) else None)
+            if not label_path or not ds_json:
+                raise KeyError(
+                    "DentalEvaluationReport needs 'label' and 'dataset_json' entries (coseg.engines.cbct_cases)"
+                )
+            self.records.append(
+                self.case_record(source_name(item["image"], ""), _first(label_path), _first(ds_json), item)
+            )
+
+    def summarize(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        from coseg.metrics import InstanceAccumulator, SemanticAccumulator
+        from coseg.metrics.instance import InstanceStats
+        from coseg.metrics.semantic import SemanticStats
+
+        semacc, vol_acc, slice_acc, reg_acc = (
+            SemanticAccumulator(),
+            InstanceAccumulator(),
+            InstanceAccumulator(),
+            InstanceAccumulator(),
+        )
+        for r in records:
+            semacc.add(SemanticStats(**r["sem"]))
+            vol_acc.add(per_class={k: InstanceStats.from_array(v) for k, v in r["teeth_volume"].items()})
+            reg_acc.add(per_class={k: InstanceStats.from_array(v) for k, v in r["regions"].items()})
+            n = len(r["teeth_slices"][1])
+            for z in range(n):
+                slice_acc.add(per_class={k: InstanceStats.from_array(r["teeth_slices"][k][z]) for k in (1, 2)})
+        return {
+            "num_cases": len(records),
+            "regions_semantic_volume": semacc.compute_all(),
+            "regions_panoptic_volume": reg_acc.compute_all(),
+            "teeth_per_volume": vol_acc.compute_all(),
+            "teeth_per_slice": slice_acc.compute_all(),
+            "units": {"hd": "mm", "dice_iou_f1_aji_pq": "fraction in [0, 1]"},
+            "classes": {
+                "regions": {1: "lower jawbone", 2: "upper jawbone", 3: "pharynx"},
+                "teeth": {1: "upper teeth", 2: "lower teeth"},
+            },
+        }
+
+    def _write(self, engine: Engine) -> None:
+        records = list(self.records)
+        if dist.is_available() and dist.is_initialized():
+            parts: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, records)
+            records = [r for p in parts for r in p]
+            if dist.get_rank() != 0:
+                return
+        from coseg.engines.report import _jsonable, _write_text
+
+        os.makedirs(self.output_dir, exist_ok=True)
+        summary = self.summarize(records)
+        _write_text(os.path.join(self.output_dir, "metrics.json"), json.dumps(_jsonable(summary), indent=2))
+        _write_text(os.path.join(self.output_dir, "tables.md"), _dental_tables(summary))
+        logger.info("dental evaluation of %d cases written to %s", len(records), self.output_dir)
+
+
+def _first(x: Any) -> str:
+    return x[0] if isinstance(x, (list, tuple)) else x
+
+
+def _dental_tables(summary: Mapping[str, Any]) -> str:
+    red = "per_image_mean"
+    sem = summary["regions_semantic_volume"][red]["per_class"]
+    reg = summary["regions_panoptic_volume"][red]["per_class"]
+    vol = summary["teeth_per_volume"][red]["per_class"]
+    sl = summary["teeth_per_slice"][red]["per_class"]
+    names = {1: "lower jawbone", 2: "upper jawbone", 3: "pharynx"}
+    teeth = {2: "lower teeth", 1: "upper teeth"}
+    lines = [f"Evaluation of {summary['num_cases']} volumes (per-case mean; HD in mm).", ""]
+    lines += ["### Table 2 layout: regions (volumes)", "", "| class | Dice | mIoU | HD (mm) |", "|---|---|---|---|"]
+    hd = sem.get("hd") or [None] * 4
+    for k, n in names.items():
+        h = "–" if hd[k] is None or not np.isfinite(hd[k]) else round(hd[k], 2)
+        lines.append(f"| {n} | {pct(sem['dice'][k])} | {pct(sem['iou'][k])} | {h} |")
+    lines += [
+        "",
+        "### Table 4 layout: teeth (F1 / AJI in %)",
+        "",
+        "| class | F1 per slice | AJI per slice | F1 per volume | AJI per volume |",
+        "|---|---|---|---|---|",
+    ]
+    for k, n in teeth.items():
+        lines.append(f"| {n} | {pct(sl[k]['f1'])} | {pct(sl[k]['aji'])} | {pct(vol[k]['f1'])} | {pct(vol[k]['aji'])} |")
+    lines += [
+        "",
+        "### Table 6 layout: panoptic quality in %",
+        "",
+        "| structure | PQ per slice | PQ per volume |",
+        "|---|---|---|",
+    ]
+    for k, n in names.items():
+        lines.append(f"| {n} | – | {pct(reg[k]['pq'])} |")
+    for k, n in teeth.items():
+        lines.append(f"| {n} | {pct(sl[k]['pq'])} | {pct(vol[k]['pq'])} |")
+    return "\n".join(lines) + "\n"
