@@ -1,0 +1,148 @@
+"""The coseg_cbct bundle's real configs through ConfigWorkflow: slice training, volume inference, evaluation."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from monai.bundle import ConfigWorkflow
+
+from coseg.data.errors import InputFileError
+
+from .conftest import REPO
+
+BUNDLE = REPO / "bundles" / "coseg_cbct"
+
+
+def _workflow(files, workflow_type, **overrides) -> ConfigWorkflow:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wf = ConfigWorkflow(
+            config_file=[str(BUNDLE / "configs" / f) for f in files],
+            workflow_type=workflow_type,
+            logging_file=False,
+            **overrides,
+        )
+        wf.initialize()
+    return wf
+
+
+@pytest.fixture(scope="module")
+def cbct_dataset(tmp_path_factory) -> Path:
+    """Five synthetic phantoms in ToothFairy2's layout, sliced to 64x64 (3 training, 1 validation, 1 test case)."""
+    from coseg.data.prepare_cbct import prepare_cbct
+    from coseg.data.synthetic_cbct import write_toothfairy2_like
+
+    root = tmp_path_factory.mktemp("cbct")
+    write_toothfairy2_like(root / "raw", num_cases=5, shape=(16, 64, 64), seed=2)
+    prepare_cbct(root / "raw", root / "prepared", size=64, skip_empty=True, progress=False)
+    return root
+
+
+def _model(**extra) -> dict:
+    return {"model_preset": "micro", "patch_size": 64, **extra}
+
+
+@pytest.fixture(scope="module")
+def trained(cbct_dataset, tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("cbct_train")
+    overrides = _model(
+        dataset_dir=str(cbct_dataset / "prepared"),
+        ckpt_dir=str(work / "models"),
+        output_dir=str(work / "eval"),
+        epochs=1,
+        epoch_length=2,
+        batch_size=2,
+        val_interval=1,
+        num_workers=0,
+        cache_rate=0.0,
+    )
+    wf = _workflow(["train.json"], "train", **overrides)
+    assert wf.check_properties() == []
+    wf.run()
+    wf.finalize()
+    assert (work / "models" / "checkpoint_final.pt").is_file() and (work / "models" / "model.pt").is_file()
+    return work
+
+
+def _infer(trained: Path, dataset_dir: Path, out: Path, files=("inference.json",), **extra) -> None:
+    overrides = _model(
+        dataset_dir=str(dataset_dir),
+        ckpt_path=str(trained / "models" / "model.pt"),
+        output_dir=str(out),
+        num_workers=0,
+        **extra,
+    )
+    wf = _workflow(list(files), "infer", **overrides)
+    assert wf.check_properties() == []
+    wf.run()
+    wf.finalize()
+
+
+def test_volume_inference_writes_volumes_on_the_input_grid(trained, cbct_dataset, tmp_path):
+    out = tmp_path / "out"
+    _infer(trained, cbct_dataset / "prepared", out)  # a prepared dataset: its test cases' source volumes
+    test_cases = json.loads((cbct_dataset / "prepared" / "datalist.json").read_text())["test"]
+    case = test_cases[0]["case"]
+    from coseg.data.cbct import read_volume
+
+    ref = read_volume(cbct_dataset / "raw" / "imagesTr" / f"{case}_0000.mha")
+    for kind in ("semantic", "teeth", "toothfairy2"):
+        img = nib.load(out / f"{case}_{kind}.nii.gz")
+        assert img.shape == ref.array.shape
+        np.testing.assert_allclose(img.affine, ref.affine, atol=1e-5)
+    combined = np.asarray(nib.load(out / f"{case}_toothfairy2.nii.gz").dataobj)
+    allowed = {0, 1, 2, 7} | {10 * q + t for q in (1, 2, 3, 4) for t in range(1, 9)}
+    assert set(np.unique(combined).tolist()) <= allowed
+    summary = json.loads((out / f"{case}_summary.json").read_text())
+    assert summary and (out / f"{case}_montage.png").is_file()
+
+
+def test_real_ct_keeps_its_affine_and_orientation(trained, shared_dir, tmp_path):
+    src = shared_dir / "data" / "ct_nifti" / "example_ct_sm.nii.gz"
+    _infer(trained, src, tmp_path / "out")
+    ref = nib.load(src)
+    for kind in ("semantic", "teeth", "toothfairy2"):
+        out = nib.load(tmp_path / "out" / f"example_ct_sm_{kind}.nii.gz")
+        assert out.shape == ref.shape
+        np.testing.assert_array_equal(out.affine, ref.affine)
+        assert nib.aff2axcodes(out.affine) == nib.aff2axcodes(ref.affine)
+        assert int(out.header["sform_code"]) == int(ref.header["sform_code"])
+
+
+def test_evaluation_writes_volume_and_slice_tables(trained, cbct_dataset, tmp_path):
+    out = tmp_path / "eval"
+    _infer(
+        trained,
+        cbct_dataset / "prepared",
+        tmp_path / "unused",
+        files=("inference.json", "evaluate.json"),
+        evaluation_dir=str(out),
+    )
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["num_cases"] == 1
+    assert set(summary["teeth_per_slice"]) == {"per_image_mean", "pooled"}
+    tables = (out / "tables.md").read_text(encoding="utf-8")
+    for title in ("Table 2 layout", "Table 4 layout", "Table 6 layout", "lower jawbone", "upper teeth", "per slice"):
+        assert title in tables
+    assert list((out / "volumes").glob("*_toothfairy2.nii.gz"))
+
+
+@pytest.mark.parametrize(
+    "shape, problem",
+    [((64, 64), "is 2D"), ((2, 16, 16, 16), "channels or time points"), ((16, 16, 16), "constant")],
+)
+def test_bad_volumes_are_rejected_naming_the_file(trained, tmp_path, shape, problem):
+    data = np.zeros(shape, np.int16)
+    path = tmp_path / "bad.nii.gz"
+    nib.save(nib.Nifti1Image(data if len(shape) != 4 else np.moveaxis(data, 0, -1), np.eye(4)), path)
+    with pytest.raises(Exception) as err:
+        _infer(trained, path, tmp_path / "out")
+    chain = [err.value]
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    assert any(isinstance(e, InputFileError) and "bad.nii.gz" in str(e) and problem in str(e) for e in chain), chain
