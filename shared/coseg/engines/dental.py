@@ -255,7 +255,8 @@ class VolumeSliceInferer(Inferer):
         sem, inst, typ = [], [], []
         for start in range(0, len(slices), self.batch_size):
             batch = torch.from_numpy(slices[start : start + self.batch_size]).to(device).permute(0, 3, 1, 2).float()
-            out = network((batch - mean) / std, *args, **kwargs)
+            with torch.inference_mode(not torch.is_grad_enabled()):
+                out = network((batch - mean) / std, *args, **kwargs)
             results = postprocess_outputs(
                 {k: out[k] for k in FULL_RESOLUTION_OUTPUTS},
                 params=self.watershed,

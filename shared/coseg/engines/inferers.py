@@ -26,7 +26,8 @@ class CoSegSlidingWindowInferer(SlidingWindowInferer):
 
     The pass-1 prompts and consistency maps (lower resolution, used by the loss) are dropped inside each window,
     so the stitched result holds ``sem_logits``, ``inst_binary``, ``inst_hv`` and ``inst_type`` at the image's
-    size. All arguments are those of :class:`monai.inferers.SlidingWindowInferer`.
+    size. All arguments are those of :class:`monai.inferers.SlidingWindowInferer`. When gradients are off (as in
+    MONAI's evaluators) the windows run under ``torch.inference_mode``.
 
     Args:
         keep: the output keys to stitch.
@@ -43,4 +44,6 @@ class CoSegSlidingWindowInferer(SlidingWindowInferer):
             out = network(x, *a, **k)
             return {key: out[key] for key in self.keep}
 
-        return super().__call__(inputs, predictor, *args, **kwargs)
+        # evaluation runs under no_grad; inference_mode also skips version counters and view tracking
+        with torch.inference_mode(not torch.is_grad_enabled()):
+            return super().__call__(inputs, predictor, *args, **kwargs)
