@@ -148,7 +148,7 @@ class CoSegPlusPlus(nn.Module):
                     enc_t = self.prompt_encoders[t]
                     if t not in sequences:
                         sequences[t] = enc_t.encode_sequence(emb)
-                    encoded[t] = enc_t(heads[t].masks[:, :1], emb, sequences[t])
+                    encoded[t] = enc_t(heads[t].masks[:, :1].contiguous(), emb, sequences[t])
                 if self.prompt_mode == "mutual":
                     prompts = {"sem": encoded["inst"], "inst": encoded["sem"]}
                 else:

@@ -62,12 +62,15 @@ class PositionEmbeddingSine(nn.Module):
         pos = torch.cat((py[:, None, :].expand(h, w, -1), px[None, :, :].expand(h, w, -1)), dim=2)
         return pos.permute(2, 0, 1).contiguous()  # (num_pos_feats*2, h, w)
 
-    @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2], x.shape[-1]
+        if torch.compiler.is_compiling():  # traced into the graph: no Python-side cache, no graph break
+            return self._encode(h, w, x.device).unsqueeze(0).expand(x.shape[0], -1, -1, -1)
         # inference-mode tensors must not be cached: a later training forward could not use them
-        key = (x.shape[-2], x.shape[-1], x.device, torch.is_inference_mode_enabled())
+        key = (h, w, x.device, torch.is_inference_mode_enabled())
         if key not in self._cache:
-            self._cache[key] = self._encode(x.shape[-2], x.shape[-1], x.device)
+            with torch.no_grad():
+                self._cache[key] = self._encode(h, w, x.device)
         return self._cache[key].unsqueeze(0).expand(x.shape[0], -1, -1, -1)
 
 
