@@ -228,7 +228,9 @@ class VolumeSliceInferer(Inferer):
         super().__init__()
         self.axis, self.size, self.window, self.channels = axis, int(size), tuple(window), channels
         self.batch_size = int(batch_size)
-        self.watershed = watershed or params_for_resolution(magnification=magnification)
+        self.watershed = watershed or (
+            params_for_resolution(magnification=magnification) if magnification is not None else WatershedParams()
+        )
         self.sem_min_size = int(sem_min_size)
         self.link = {"min_overlap": min_overlap, "max_gap": max_gap, "merge_young": merge_young}
         self.min_tooth_voxels = int(min_tooth_voxels)

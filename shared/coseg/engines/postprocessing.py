@@ -51,7 +51,7 @@ class CoSegPostProcessd(MapTransform):
 
     Args:
         num_sem_classes: semantic classes incl. background (for the combined ``pred`` map).
-        mpp, magnification: resolution of the images, to scale the watershed settings (default 40x).
+        mpp, magnification: resolution of the images, to scale the watershed settings (neither: 40x settings).
         watershed: explicit :class:`~coseg.postprocess.WatershedParams` (overrides mpp/magnification).
         sem_min_size: semantic regions smaller than this (pixels) are absorbed by their neighbours.
         with_contours: compute instance contours (needed for GeoJSON; skip for metrics only).
@@ -74,7 +74,10 @@ class CoSegPostProcessd(MapTransform):
         super().__init__([OutputKeys.INST_BINARY], allow_missing_keys=False)
         self.num_sem_classes = int(num_sem_classes)
         if watershed is None:
-            watershed = params_for_resolution(mpp=mpp, magnification=magnification)
+            no_resolution = mpp is None and magnification is None
+            watershed = (
+                WatershedParams() if no_resolution else params_for_resolution(mpp=mpp, magnification=magnification)
+            )
         self.watershed = watershed
         self.sem_min_size = int(sem_min_size)
         self.with_contours = with_contours

@@ -1,0 +1,83 @@
+"""Small engine helpers: validation metric names, bundle lookup, datalists, post-processing transform."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from PIL import Image
+
+from coseg.data.label_codec import decode_class_map
+from coseg.engines import (
+    CoSegPostProcessd,
+    PredKeys,
+    find_bundle_root,
+    image_datalist,
+    validation_metrics,
+)
+from coseg.keys import DataKeys, OutputKeys
+from coseg.postprocess.synthetic import perfect_outputs, random_ellipse_instances
+
+
+def test_validation_metric_names_and_parts():
+    sem = {0: "background", 1: "tumour", 2: "stroma"}
+    types = {0: "background", 1: "tumour", 2: "TIL"}
+    everything = validation_metrics(sem_classes=sem, inst_types=types)
+    assert "val_mpq" in everything and "val_sem_stroma_hd" in everything and "val_inst_til_aji" in everything
+    key = validation_metrics(sem_classes=sem, inst_types=types, part="key")
+    rest = validation_metrics(sem_classes=sem, inst_types=types, part="additional")
+    assert list(key) == ["val_mpq"] and "val_mpq" not in rest and len(rest) == len(everything) - 1
+    assert "val_mean_hd" not in validation_metrics(sem_classes=sem, inst_types=types, hausdorff=False)
+    with pytest.raises(ValueError, match="unknown key metric"):
+        validation_metrics(sem_classes=sem, inst_types=types, key="nope")
+
+
+def test_bundle_root_is_found_from_anywhere(tmp_path, monkeypatch, repo_root):
+    monkeypatch.chdir(tmp_path)
+    assert find_bundle_root("coseg_histo") == str(repo_root / "bundles" / "coseg_histo")
+    with pytest.raises(FileNotFoundError, match="--bundle_root"):
+        find_bundle_root("no_such_bundle")
+
+
+def test_image_datalist(tmp_path):
+    for name in ("b.png", "a.jpg", ".hidden.png", "notes.txt"):
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / name) if name.endswith(("png", "jpg")) else (
+            tmp_path / name
+        ).write_text("x")
+    items = image_datalist(tmp_path)
+    assert [i["image"].split("/")[-1] for i in items] == ["a.jpg", "b.png"]
+    assert image_datalist(tmp_path / "a.jpg") == [{"image": str((tmp_path / "a.jpg").resolve())}]
+    with pytest.raises(FileNotFoundError, match="no such image"):
+        image_datalist(tmp_path / "missing.png")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="no images"):
+        image_datalist(empty)
+
+
+def test_postprocess_transform_writes_maps_and_the_class_map():
+    inst = random_ellipse_instances((96, 96), 12, radius_range=(4, 7), seed=1)
+    types = np.where(inst > 0, 1 + inst % 2, 0)
+    out = perfect_outputs(inst, types, num_types=3)
+    sem = np.zeros((3, 96, 96), np.float32)
+    sem[1, :, :48], sem[2, :, 48:] = 5.0, 5.0
+    item = {
+        DataKeys.IMAGE: MetaTensor(torch.zeros(3, 96, 96), meta={"filename_or_obj": "/x/img.png"}),
+        OutputKeys.SEM_LOGITS: torch.from_numpy(sem),
+        OutputKeys.INST_BINARY: torch.as_tensor(out[OutputKeys.INST_BINARY]),
+        OutputKeys.INST_HV: torch.as_tensor(out[OutputKeys.INST_HV]),
+        OutputKeys.INST_TYPE: torch.as_tensor(out[OutputKeys.INST_TYPE]),
+        DataKeys.LABEL: {
+            DataKeys.LABEL_INST: torch.from_numpy(inst)[None],
+            DataKeys.LABEL_TYPE: torch.from_numpy(types)[None],
+        },
+    }
+    res = CoSegPostProcessd(num_sem_classes=3)(item)
+    assert res[PredKeys.SEM].shape == (1, 96, 96) and res[PredKeys.SEM].meta["filename_or_obj"] == "/x/img.png"
+    assert int(res[PredKeys.INST].max()) == len(res[PredKeys.INSTANCES])
+    assert res[PredKeys.PANOPTIC].shape == (2, 96, 96) and res[PredKeys.GT_PANOPTIC].shape == (2, 96, 96)
+    assert OutputKeys.SEM_LOGITS not in res  # raw outputs dropped
+    s, i, t = decode_class_map(np.asarray(res[DataKeys.PRED][0]), 3, 3)
+    assert set(np.unique(s)) == {1, 2} and set(np.unique(t)) <= {0, 1, 2}
+    assert abs(int(i.max()) - len(res[PredKeys.INSTANCES])) <= 1
