@@ -83,16 +83,10 @@ def histo_datalist(
             (:func:`coseg.data.synthetic_histo.write_synthetic_dataset`): the quickstart's embedded sample.
         num_images, image_size, seed, nucleus_scale: of the synthetic dataset; an existing synthetic dataset made
             with other settings is regenerated.
-        fraction: keep this fraction of the split (nested seeded subsets: the 10 % subset is inside the 30 %
-            one), for limited-annotation experiments.
-        fraction_seed: seed of that subsampling.
-
-    Returns:
-        MONAI datalist items with absolute paths.
+        fraction, fraction_seed: see :func:`read_datalist`.
 
     Raises:
         FileNotFoundError: no datalist and ``synthesize`` is off (the message says how to make one).
-        ValueError: an unknown split or a fraction outside (0, 1].
     """
     root = Path(dataset_dir).expanduser()
     datalist = root / "datalist.json"

@@ -18,9 +18,8 @@ from torch import nn
 
 from coseg.keys import OutputKeys
 from coseg.networks.backbones import ENCODER_PRESETS, ImageEncoder, build_image_encoder
-from coseg.networks.blocks import LayerNorm2d
 from coseg.networks.mtc_decoder import TASKS, MTCDecoder
-from coseg.networks.ssp_encoder import SSPEncoder
+from coseg.networks.ssp_encoder import SSPEncoder, mask_tokenizer
 from coseg.networks.weights import freeze_trunk, load_sam2_weights
 
 __all__ = ["PRESETS", "CoSegPlusPlus", "ConvPromptEncoder"]
@@ -36,15 +35,7 @@ class ConvPromptEncoder(nn.Module):
 
     def __init__(self, embed_dim: int, *, mask_in_chans: int = 16) -> None:
         super().__init__()
-        self.mask_downscaling = nn.Sequential(
-            nn.Conv2d(1, mask_in_chans // 4, kernel_size=2, stride=2),
-            LayerNorm2d(mask_in_chans // 4),
-            nn.GELU(),
-            nn.Conv2d(mask_in_chans // 4, mask_in_chans, kernel_size=2, stride=2),
-            LayerNorm2d(mask_in_chans),
-            nn.GELU(),
-            nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
-        )
+        self.mask_downscaling = mask_tokenizer(embed_dim, mask_in_chans)
 
     def encode_sequence(self, image_embedding: torch.Tensor) -> None:
         return None

@@ -24,7 +24,7 @@ from torch import nn
 from coseg.networks.blocks import Attention, LayerNorm2d
 from coseg.ops import selective_scan
 
-__all__ = ["SequentialBranch", "SSPEncoder"]
+__all__ = ["SequentialBranch", "SSPEncoder", "mask_tokenizer"]
 
 
 class SequentialBranch(nn.Module):
@@ -109,6 +109,22 @@ class SequentialBranch(nn.Module):
         return self.out_proj(y.transpose(1, 2).to(tokens.dtype))
 
 
+def mask_tokenizer(embed_dim: int, mask_in_chans: int = 16) -> nn.Sequential:
+    """SAM's dense mask tokenization: two stride-2 convolutions (4x down to the embedding grid) with LayerNorm2d +
+    GELU, then a 1x1 channel expansion to ``embed_dim``: ``(B, 1, 4h, 4w) -> (B, embed_dim, h, w)``."""
+    if mask_in_chans % 4:
+        raise ValueError(f"mask_in_chans must be divisible by 4, got {mask_in_chans}")
+    return nn.Sequential(
+        nn.Conv2d(1, mask_in_chans // 4, kernel_size=2, stride=2),
+        LayerNorm2d(mask_in_chans // 4),
+        nn.GELU(),
+        nn.Conv2d(mask_in_chans // 4, mask_in_chans, kernel_size=2, stride=2),
+        LayerNorm2d(mask_in_chans),
+        nn.GELU(),
+        nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
+    )
+
+
 class _PromptAttentionLayer(nn.Module):
     """Pre-norm self-attention on the mask tokens, cross-attention to the sequential tokens, feed-forward."""
 
@@ -160,20 +176,9 @@ class SSPEncoder(nn.Module):
         **ssm: object,
     ) -> None:
         super().__init__()
-        if mask_in_chans % 4:
-            raise ValueError(f"mask_in_chans must be divisible by 4, got {mask_in_chans}")
         self.embed_dim = embed_dim
         self.sequential = SequentialBranch(embed_dim, **ssm)  # type: ignore[arg-type]
-        # patch tokenization (two stride-2 convs: 4x down to the embedding grid) then 1x1 channel expansion
-        self.mask_downscaling = nn.Sequential(
-            nn.Conv2d(1, mask_in_chans // 4, kernel_size=2, stride=2),
-            LayerNorm2d(mask_in_chans // 4),
-            nn.GELU(),
-            nn.Conv2d(mask_in_chans // 4, mask_in_chans, kernel_size=2, stride=2),
-            LayerNorm2d(mask_in_chans),
-            nn.GELU(),
-            nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
-        )
+        self.mask_downscaling = mask_tokenizer(embed_dim, mask_in_chans)
         self.attention = _PromptAttentionLayer(embed_dim, num_heads, mlp_dim, dropout, rope_theta)
 
     def encode_sequence(self, image_embedding: torch.Tensor) -> torch.Tensor:
