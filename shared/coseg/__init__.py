@@ -10,11 +10,25 @@ engines use all of them; the bundles only wire):
 - :mod:`coseg.metrics`      Dice / mIoU / Hausdorff, AJI / PQ / F1 and their MONAI/ignite wrappers
 - :mod:`coseg.data`         dataset converters, readers and synthetic samples
 - :mod:`coseg.engines`      MONAI/ignite glue used by the bundle configs
+- :mod:`coseg.bundle`       exporting self-contained bundle packages, MONAI Label adapters
+- :mod:`coseg.wsi`          whole-slide / large-image inference (tiled, streamed, resumable, distributed)
 """
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("constants", "data", "engines", "keys", "losses", "metrics", "networks", "ops", "postprocess")
+_SUBPACKAGES = (
+    "bundle",
+    "constants",
+    "data",
+    "engines",
+    "keys",
+    "losses",
+    "metrics",
+    "networks",
+    "ops",
+    "postprocess",
+    "wsi",
+)
 
 
 def __getattr__(name: str):

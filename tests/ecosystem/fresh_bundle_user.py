@@ -1,0 +1,81 @@
+"""What a user of the packaged bundles does, run by the tests in a fresh interpreter that cannot import ``coseg``.
+
+Started as ``python -S fresh_bundle_user.py ARGS.json`` with only site-packages on ``PYTHONPATH`` (no ``.pth`` files
+are processed, so the repository's editable ``coseg`` install is invisible). It downloads the bundle zips from
+``file://`` URLs, loads the networks with ``monai.bundle.load``, checks the single-tensor view with
+``verify_net_in_out``, runs ``inference.json`` through ``ConfigWorkflow`` for every bundle in one process, and writes
+what it saw to the JSON file named in the arguments for the test to check.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import warnings
+from pathlib import Path
+
+
+def main(args_file: str) -> None:
+    args = json.loads(Path(args_file).read_text())
+    report: dict = {"coseg_importable_at_start": importlib.util.find_spec("coseg") is not None}
+    if report["coseg_importable_at_start"]:
+        raise RuntimeError("coseg is importable before any bundle is on sys.path: the test would prove nothing")
+
+    import monai.bundle
+    import torch
+    from monai.bundle import ConfigWorkflow
+
+    warnings.simplefilter("ignore")
+    bundle_dir = Path(args["bundle_dir"])
+    names = []
+    for url in args["urls"]:
+        name = Path(url).name.rsplit("_v", 1)[0]
+        monai.bundle.download(name=name, url=url, bundle_dir=str(bundle_dir), progress=False)
+        names.append(name)
+    # the bundles carry their code: put each bundle folder on the path (MONAI does it only in ConfigWorkflow.run)
+    for name in names:
+        sys.path.insert(0, str(bundle_dir / name))
+
+    report["bundles"] = {}
+    for name in names:
+        root = bundle_dir / name
+        net = monai.bundle.load(name=name, bundle_dir=str(bundle_dir), workflow_type="inference", device="cpu")
+        state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
+        same = all(torch.equal(state[k], v) for k, v in net.state_dict().items())
+        monai.bundle.verify_net_in_out(
+            net_id="class_map_network",
+            meta_file=str(root / "configs" / "metadata.json"),
+            config_file=str(root / "configs" / "inference.json"),
+            device="cpu",
+            **{"_meta_#network_data_format#inputs#image#spatial_shape": args["spatial_shape"]},
+        )
+        out_dir = Path(args["output_dir"]) / name
+        wf = ConfigWorkflow(
+            config_file=str(root / "configs" / "inference.json"),
+            workflow_type="inference",
+            logging_file=False,
+            dataset_dir=args["images"],
+            output_dir=str(out_dir),
+        )
+        wf.initialize()
+        problems = wf.check_properties()
+        bundle_root = wf.parser.get_parsed_content("bundle_root")
+        wf.run()
+        wf.finalize()
+        report["bundles"][name] = {
+            "network_class": type(net).__name__,
+            "weights_equal_model_pt": same,
+            "bundle_root": str(bundle_root),
+            "missing_properties": problems,
+            "outputs": sorted(p.name for p in out_dir.iterdir()),
+        }
+    import coseg
+
+    report["coseg_file"] = coseg.__file__
+    report["coseg_modules"] = sorted({m.__file__ for n, m in sys.modules.items() if n == "coseg"})
+    Path(args["report"]).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,257 @@
+"""MONAI Label 0.8.5 end to end: a real server with its ``monaibundle`` sample app and the packaged coseg_histo bundle.
+
+Needs MONAI Label's own virtual environment (``integrations/monailabel/setup_venv.sh``; ``COSEG_MONAILABEL_VENV``
+names another one). Marked ``integration``: deselected by default, run by ``.ci/run`` with
+``COSEG_REQUIRE_MONAILABEL=1``, which turns a missing environment into a failure instead of a skip.
+
+The studies are 48x64 (non-square) synthetic H&E images, so that a transposed or resized label cannot pass.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from coseg.bundle import export_bundle
+from coseg.data.label_codec import encode_class_map
+
+from .conftest import MICRO_OVERRIDES, REPO
+
+pytestmark = pytest.mark.integration
+
+VENV = Path(os.environ.get("COSEG_MONAILABEL_VENV", REPO / "integrations" / "monailabel" / ".venv"))
+HEIGHT, WIDTH = 48, 64
+NUM_STUDIES, NUM_LABELLED = 5, 4
+NUM_CLASSES = 6  # background, tumour, stroma + 3 nucleus types
+
+
+def _require_venv() -> None:
+    if not (VENV / "bin" / "monailabel").is_file():
+        message = f"no MONAI Label environment at {VENV}: run integrations/monailabel/setup_venv.sh"
+        if os.environ.get("COSEG_REQUIRE_MONAILABEL") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{VENV / 'bin'}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+
+
+def _request(url: str, method: str = "GET", data: bytes | None = None, headers: dict | None = None, timeout=120):
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return resp.status, resp.headers.get("content-type", ""), resp.read()
+
+
+def _multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    parts = []
+    for name, value in fields.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    for name, (filename, content) in files.items():
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        )
+        parts.append(head.encode() + content + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def _png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory, source_bundle, sample_images):
+    """The monaibundle app with the exported bundle in its model folder, studies, and per-study class-map labels."""
+    _require_venv()
+    work = tmp_path_factory.mktemp("monailabel")
+    subprocess.run(
+        ["monailabel", "apps", "--download", "--name", "monaibundle", "--output", str(work / "apps")],
+        env=_env(),
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    app = work / "apps" / "monaibundle"
+    archive = export_bundle(source_bundle, work / "dist", overrides=MICRO_OVERRIDES)
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(app / "model")
+    bundle = app / "model" / "coseg_histo"
+    shutil.copy(bundle / "models" / "model.pt", work / "initial_model.pt")
+
+    studies = work / "studies"
+    studies.mkdir()
+    datalist = json.loads((sample_images / "datalist.json").read_text())
+    items = [*datalist["training"], *datalist["validation"], *datalist["test"]][:NUM_STUDIES]
+    labels = {}
+    for item in items:
+        name = Path(item["image"]).stem
+        image = np.asarray(Image.open(sample_images / item["image"]))[:HEIGHT, :WIDTH]
+        Image.fromarray(image).save(studies / f"{name}.png")
+        maps = [np.asarray(Image.open(sample_images / item[k]))[:HEIGHT, :WIDTH] for k in ("label_sem", "label_inst")]
+        types = np.asarray(Image.open(sample_images / item["label_type"]))[:HEIGHT, :WIDTH]
+        labels[name] = encode_class_map(maps[0], maps[1], types, num_sem_classes=3)
+    return {"work": work, "app": app, "bundle": bundle, "studies": studies, "labels": labels}
+
+
+@pytest.fixture(scope="module")
+def server(deployment):
+    """``monailabel start_server`` on 127.0.0.1 (offline: zoo_source github, no SAM2); stopped with its children."""
+    port = _free_port()
+    log = (deployment["work"] / "server.log").open("w")
+    cmd = [
+        "monailabel",
+        "start_server",
+        "--app",
+        str(deployment["app"]),
+        "--studies",
+        str(deployment["studies"]),
+        "--conf",
+        "models",
+        "coseg_histo",
+        "--conf",
+        "zoo_source",
+        "github",
+        "--conf",
+        "sam2",
+        "false",
+        "--conf",
+        "preload",
+        "false",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                _request(f"{url}/info/", timeout=5)
+                break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    pytest.fail("MONAI Label did not start:\n" + _server_log(deployment))
+                time.sleep(2)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        log.close()
+
+
+def _server_log(deployment) -> str:
+    return (deployment["work"] / "server.log").read_text()[-6000:]
+
+
+def test_server_lists_the_bundle_with_its_classes(server):
+    _, _, body = _request(f"{server}/info/")
+    info = json.loads(body)
+    model = info["models"]["coseg_histo"]
+    assert model["dimension"] == 2
+    assert model["labels"] == {"tumour": 1, "stroma": 2, "tumour nucleus": 3, "til nucleus": 4, "other nucleus": 5}
+    assert "coseg_histo" in info["trainers"]
+
+
+@pytest.fixture(scope="module")
+def reference_pred(deployment):
+    """``inference.json`` of the packaged bundle through ``ConfigWorkflow`` in MONAI Label's environment (same torch),
+    on the same weights: the ``<name>_pred.png`` class maps a user gets without MONAI Label."""
+    out = deployment["work"] / "reference"
+    script = (
+        "import sys, warnings; warnings.simplefilter('ignore'); sys.path.insert(0, sys.argv[1]);"
+        "from monai.bundle import ConfigWorkflow;"
+        "wf = ConfigWorkflow(config_file=sys.argv[1] + '/configs/inference.json', workflow_type='inference',"
+        " logging_file=False, dataset_dir=sys.argv[2], output_dir=sys.argv[3], ckpt_path=sys.argv[4]);"
+        "wf.initialize(); wf.run(); wf.finalize()"
+    )
+    args = [deployment["bundle"], deployment["studies"], out, deployment["work"] / "initial_model.pt"]
+    proc = subprocess.run(
+        [str(VENV / "bin" / "python"), "-c", script, *map(str, args)],
+        env=_env(),
+        cwd=deployment["work"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return {p.name.removesuffix("_pred.png"): np.asarray(Image.open(p)) for p in out.glob("*_pred.png")}
+
+
+def test_infer_returns_the_bundle_class_map(server, deployment, reference_pred):
+    for name in sorted(reference_pred)[:2]:
+        status, ctype, body = _request(f"{server}/infer/coseg_histo?image={name}&output=image", method="POST")
+        assert status == 200 and "png" in ctype, (ctype, _server_log(deployment))
+        path = deployment["work"] / f"infer_{name}.png"
+        path.write_bytes(body)
+        label = np.asarray(Image.open(path))
+        assert label.shape == (HEIGHT, WIDTH), f"label shape {label.shape}, image {(HEIGHT, WIDTH)}"
+        assert set(np.unique(label)) <= set(range(NUM_CLASSES))
+        assert np.array_equal(label, reference_pred[name]), "MONAI Label's label differs from the bundle's own pred"
+
+
+def test_training_through_the_server_writes_a_checkpoint(server, deployment):
+    for name, label in list(deployment["labels"].items())[:NUM_LABELLED]:
+        body, ctype = _multipart({"params": "{}"}, {"label": (f"{name}.png", _png_bytes(label))})
+        query = urllib.parse.urlencode({"image": name, "tag": "final"})
+        status, _, _ = _request(f"{server}/datastore/label?{query}", "PUT", body, {"Content-Type": ctype})
+        assert status == 200
+    _, _, body = _request(f"{server}/datastore/?output=stats")
+    assert json.loads(body)["completed"] == NUM_LABELLED
+
+    models = deployment["bundle"] / "models"
+    before = (models / "model.pt").stat().st_mtime_ns
+    params = {"max_epochs": 2, "val_split": 0.25, "multi_gpu": False, "device": "cpu", "pretrained": True}
+    headers = {"Content-Type": "application/json"}
+    _request(f"{server}/train/coseg_histo", "POST", json.dumps(params).encode(), headers)
+    deadline = time.monotonic() + 600
+    while True:
+        _, _, body = _request(f"{server}/train/")
+        task = json.loads(body)
+        if task.get("status") not in ("SUBMITTED", "QUEUED", "RUNNING"):
+            break
+        assert time.monotonic() < deadline, "training through MONAI Label did not finish in 10 minutes"
+        time.sleep(3)
+    details = "\n".join(task.get("details", []))[-6000:]
+    assert task.get("status") == "DONE", details + _server_log(deployment)
+
+    final = torch.load(models / "checkpoint_final.pt", weights_only=True)
+    assert set(final) == {"model", "optimizer", "lr_scheduler", "trainer"}
+    # 3 of the 4 labelled images train (val_split 0.25), batch 2: 2 iterations per epoch, 2 epochs
+    assert final["trainer"]["max_epochs"] == 2
+    assert final["trainer"]["epoch_length"] == 2 and final["trainer"]["iteration"] == 4
+    assert (models / "model.pt").stat().st_mtime_ns != before, "no best-metric model.pt after validation"
