@@ -25,3 +25,13 @@ def shared_dir() -> Path:
     if not (SHARED_DIR / "fixtures").is_dir():
         pytest.skip(f"reference folder {SHARED_DIR} (../shared beside the repository) is absent")
     return SHARED_DIR
+
+
+def pytest_configure(config) -> None:
+    """One torch thread per xdist worker: ``-n 2`` on 2 cores would otherwise oversubscribe the CPU."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
