@@ -81,3 +81,21 @@ def test_postprocess_transform_writes_maps_and_the_class_map():
     s, i, t = decode_class_map(np.asarray(res[DataKeys.PRED][0]), 3, 3)
     assert set(np.unique(s)) == {1, 2} and set(np.unique(t)) <= {0, 1, 2}
     assert abs(int(i.max()) - len(res[PredKeys.INSTANCES])) <= 1
+
+
+def test_instances_typed_background_do_not_break_the_class_map():
+    """An instance whose pixels all vote "background" keeps type 0: it stays an instance but not a class-map object."""
+    inst = random_ellipse_instances((64, 64), 4, radius_range=(5, 7), seed=2)
+    out = perfect_outputs(inst, np.where(inst > 0, 1, 0), num_types=2)
+    types = np.zeros_like(out[OutputKeys.INST_TYPE])
+    types[0] = 10.0  # every pixel votes background
+    item = {
+        DataKeys.IMAGE: MetaTensor(torch.zeros(3, 64, 64)),
+        OutputKeys.SEM_LOGITS: torch.zeros(2, 64, 64),
+        OutputKeys.INST_BINARY: torch.as_tensor(out[OutputKeys.INST_BINARY]),
+        OutputKeys.INST_HV: torch.as_tensor(out[OutputKeys.INST_HV]),
+        OutputKeys.INST_TYPE: torch.as_tensor(types),
+    }
+    res = CoSegPostProcessd(num_sem_classes=2)(item)
+    assert int(res[PredKeys.INST].max()) > 0 and int(res[PredKeys.TYPE].max()) == 0
+    assert int(res[DataKeys.PRED].max()) == 0

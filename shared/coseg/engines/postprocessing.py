@@ -106,9 +106,10 @@ class CoSegPostProcessd(MapTransform):
         d[PredKeys.TYPE] = wrap(result.type_map[None].astype(np.int32))
         d[PredKeys.PANOPTIC] = wrap(np.stack([result.inst_map, result.type_map]).astype(np.int32))
         d[PredKeys.INSTANCES] = result.instances
-        d[DataKeys.PRED] = wrap(
-            encode_class_map(result.sem_map, result.inst_map, result.type_map, self.num_sem_classes)[None]
-        )
+        # an instance whose pixels all voted "background" has type 0 and no class of its own in the class map:
+        # it stays in the instance map and the table but is drawn as the region around it in ``pred``
+        typed = np.where(result.type_map > 0, result.inst_map, 0)
+        d[DataKeys.PRED] = wrap(encode_class_map(result.sem_map, typed, result.type_map, self.num_sem_classes)[None])
         labels = d.get(DataKeys.LABEL) if isinstance(d.get(DataKeys.LABEL), Mapping) else d
         shape = (1, *result.inst_map.shape)
         gt = {
