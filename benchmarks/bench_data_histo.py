@@ -165,7 +165,7 @@ def main() -> None:
         results["prepare_puma_1024_per_roi_s"] = (time.perf_counter() - t0) / n_roi
 
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(results, indent=1))
+    OUT.write_text(json.dumps(results, indent=1), encoding="utf-8")
     t256, t1024 = results["synthetic_256_s"], results["synthetic_1024_s"]
     print(f"synthetic sample 256^2: {t256 * 1e3:.0f} ms; 1024^2: {t1024:.2f} s")
     print(f"ROI 1024^2: {len(objects)} nuclei, {n_vertices_tissue} tissue vertices")

@@ -191,7 +191,7 @@ def main() -> None:
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
+    tmp.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     tmp.replace(RESULTS)
 
     print(f"{'case':<62} {'ours [s]':>9} {'baseline [s]':>13} {'speedup':>8} {'max |diff|':>11}")

@@ -221,7 +221,7 @@ def main() -> None:
     res["design_choices_tiny_256"] = design_choices(256, repeat=3)
     res["training_step_cpu"] = training_step(256, 4, repeat=3)
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(res, indent=2))
+    OUT.write_text(json.dumps(res, indent=2), encoding="utf-8")
     print(
         f"{'preset':8} {'size':>5} {'batch':>5} {'dtype':>14} {'ms/img':>9} {'img/s':>7} {'GFLOP/s':>8} {'of peak':>8}"
     )

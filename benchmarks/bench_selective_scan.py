@@ -167,7 +167,7 @@ def chunk_sweep_section(repeats: int) -> list[dict]:
 
 def _resident_kib(field: str) -> int:
     """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in KiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+    for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise RuntimeError(f"{field} not found in /proc/self/status")
@@ -177,7 +177,9 @@ def memory_probe(impl: str, batch: int) -> None:
     """Subprocess entry: print the peak resident-memory growth (MiB) of one forward + backward (Linux only)."""
     inputs = make_inputs(batch)
     fn = {"chunked": selective_scan_torch, "loop": selective_scan_loop}[impl]
-    Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current resident size
+    Path("/proc/self/clear_refs").write_text(
+        "5", encoding="utf-8"
+    )  # reset the peak (VmHWM) to the current resident size
     before = _resident_kib("VmRSS")
     run_once(fn, inputs, backward=True)
     print(json.dumps({"peak_extra_mib": (_resident_kib("VmHWM") - before) / 1024.0}))
@@ -190,6 +192,7 @@ def memory_section() -> list[dict]:
             [sys.executable, __file__, "--memory-probe", impl, str(batch)],
             capture_output=True,
             text=True,
+            encoding="utf-8",
             check=True,
         )
         result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -243,7 +246,7 @@ def write_json(path: Path, payload: dict) -> None:
     """Write ``payload`` atomically (temporary file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 

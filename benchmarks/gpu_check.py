@@ -187,7 +187,7 @@ def main() -> None:
             res["inference"].append({"mode": "compiled", "error": f"{type(err).__name__}: {err}"[:500]})
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu_check.json").write_text(json.dumps(res, indent=2))
+    (out / "gpu_check.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
     s, t = res["scan"], res["training"]
     print(f"device: {res['device']}  torch {res['torch']}")
     print(

@@ -101,7 +101,7 @@ def main() -> None:
         )
         ev.initialize()
         ev.run()
-    summary = json.loads((work / "eval" / "evaluation" / "metrics.json").read_text())
+    summary = json.loads((work / "eval" / "evaluation" / "metrics.json").read_text(encoding="utf-8"))
     result = {
         "dataset": args.dataset,
         "source": str(spec["input"]),
@@ -115,11 +115,11 @@ def main() -> None:
         "instance_overall": summary["instance"]["per_image_mean"]["overall"],
         "instance_pooled": summary["instance"]["pooled"],
         "semantic": summary["semantic"]["per_image_mean"],
-        "tables_md": (work / "eval" / "evaluation" / "tables.md").read_text(),
+        "tables_md": (work / "eval" / "evaluation" / "tables.md").read_text(encoding="utf-8"),
     }
     out = REPO / "benchmarks" / "results" / f"real_histo_{args.dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out.write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(result["tables_md"])
     print(f"written {out}")
 

@@ -17,11 +17,12 @@ def test_gpu_check_quick_on_cpu(tmp_path):
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
+        encoding="utf-8",
         env=env,
         timeout=300,
     )
     assert res.returncode == 0, res.stdout + res.stderr
-    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    report = json.loads((tmp_path / "gpu_check.json").read_text(encoding="utf-8"))
     assert report["scan"]["ok"] and report["scan"]["max_rel_error_vs_cpu"] < 1e-4
     assert report["training"]["ok"]
     assert report["inference"][0]["latency_ms"] > 0 and report["inference"][0]["mode"] == "eager"

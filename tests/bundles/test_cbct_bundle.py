@@ -86,7 +86,7 @@ def _infer(trained: Path, dataset_dir: Path, out: Path, files=("inference.json",
 def test_volume_inference_writes_volumes_on_the_input_grid(trained, cbct_dataset, tmp_path):
     out = tmp_path / "out"
     _infer(trained, cbct_dataset / "prepared", out)  # a prepared dataset: its test cases' source volumes
-    test_cases = json.loads((cbct_dataset / "prepared" / "datalist.json").read_text())["test"]
+    test_cases = json.loads((cbct_dataset / "prepared" / "datalist.json").read_text(encoding="utf-8"))["test"]
     case = test_cases[0]["case"]
     from coseg.data.cbct import read_volume
 
@@ -98,7 +98,7 @@ def test_volume_inference_writes_volumes_on_the_input_grid(trained, cbct_dataset
     combined = np.asarray(nib.load(out / f"{case}_toothfairy2.nii.gz").dataobj)
     allowed = {0, 1, 2, 7} | {10 * q + t for q in (1, 2, 3, 4) for t in range(1, 9)}
     assert set(np.unique(combined).tolist()) <= allowed
-    summary = json.loads((out / f"{case}_summary.json").read_text())
+    summary = json.loads((out / f"{case}_summary.json").read_text(encoding="utf-8"))
     assert summary and (out / f"{case}_montage.png").is_file()
 
 
@@ -123,7 +123,7 @@ def test_evaluation_writes_volume_and_slice_tables(trained, cbct_dataset, tmp_pa
         files=("inference.json", "evaluate.json"),
         evaluation_dir=str(out),
     )
-    summary = json.loads((out / "metrics.json").read_text())
+    summary = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert summary["num_cases"] == 1
     assert set(summary["teeth_per_slice"]) == {"per_image_mean", "pooled"}
     tables = (out / "tables.md").read_text(encoding="utf-8")

@@ -81,14 +81,14 @@ def test_evaluation_writes_the_paper_tables(histo_bundle, histo_dataset, trained
     wf = _workflow(histo_bundle, ["train.json", "evaluate.json"], "train", **histo_overrides(histo_dataset, trained))
     wf.run()
     out = trained / "eval" / "evaluation"
-    summary = json.loads((out / "metrics.json").read_text())
+    summary = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert summary["num_images"] == 2  # the test split
     assert set(summary["instance"]) == {"per_image_mean", "pooled"}
     assert summary["semantic"]["pooled"]["reduction"] == "pooled"
-    tables = (out / "tables.md").read_text()
+    tables = (out / "tables.md").read_text(encoding="utf-8")
     for title in ("Table 1 layout", "Table 3 layout", "Table 5 layout", "tumour", "stroma", "TIL"):
         assert title in tables
-    rows = (out / "per_image.csv").read_text().splitlines()
+    rows = (out / "per_image.csv").read_text(encoding="utf-8").splitlines()
     assert len(rows) == 3 and rows[0].startswith("image,sem_tumour_dice")
     wf.finalize()
 
@@ -131,10 +131,10 @@ def test_inference_writes_every_output_for_small_and_large_images(histo_bundle, 
         assert sem.shape == pred.shape == typ.shape == inst.shape == shape
         assert inst.dtype == np.uint32
         assert sem.max() <= 2 and pred.max() <= 5 and typ.max() <= 3
-        geo = json.loads((out / f"{name}.geojson").read_text())
+        geo = json.loads((out / f"{name}.geojson").read_text(encoding="utf-8"))
         assert geo["type"] == "FeatureCollection"
         n_objects = sum(f["properties"].get("objectType") == "detection" for f in geo["features"])
-        rows = (out / f"{name}_instances.csv").read_text().splitlines()
+        rows = (out / f"{name}_instances.csv").read_text(encoding="utf-8").splitlines()
         assert rows[0].startswith("id,type,type_name")
         assert len(rows) - 1 == len(np.unique(inst)) - 1
         assert n_objects <= len(rows) - 1
@@ -159,7 +159,7 @@ def test_labels_beyond_the_class_list_are_rejected(histo_bundle, histo_dataset, 
 
     bad = tmp_path / "bad"
     shutil.copytree(histo_dataset, bad)
-    first = json.loads((bad / "datalist.json").read_text())["validation"][0]["label_type"]
+    first = json.loads((bad / "datalist.json").read_text(encoding="utf-8"))["validation"][0]["label_type"]
     lab = np.asarray(Image.open(bad / first)).copy()
     lab[lab > 0] = 7
     Image.fromarray(lab).save(bad / first)
@@ -185,6 +185,6 @@ def test_documented_command_line_trains(histo_dataset, tmp_path):
     ]
     cmd += [arg for k, v in overrides.items() for arg in (f"--{k}", str(v))]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, encoding="utf-8", env=env, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert (tmp_path / "models" / "checkpoint_final.pt").is_file()

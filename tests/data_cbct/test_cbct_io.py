@@ -214,7 +214,7 @@ def _layout(tmp_path, images=("a_0000.mha", "b_0000.mha"), labels=("a.mha", "b.m
         (root / "imagesTr" / name).write_bytes(b"")
     for name in labels:
         (root / "labelsTr" / name).write_bytes(b"")
-    (root / "dataset.json").write_text(json.dumps({"labels": {"background": 0}}))
+    (root / "dataset.json").write_text(json.dumps({"labels": {"background": 0}}), encoding="utf-8")
     return root
 
 

@@ -179,7 +179,7 @@ def test_write_dental_outputs(tmp_path, prediction_and_reference):
     expected = np.where(np.isin(phantom.label, [1, 2, 7] + list(FDI_TEETH)), phantom.label, 0)
     np.testing.assert_array_equal(np.asanyarray(combined.dataobj), expected)
     np.testing.assert_array_equal(np.asanyarray(nib.load(paths["teeth"]).dataobj), prediction.teeth)
-    summary = json.loads(paths["summary"].read_text())
+    summary = json.loads(paths["summary"].read_text(encoding="utf-8"))
     by_id = {(s["kind"], s["id"]): s for s in summary["structures"]}
     assert by_id[("region", 1)]["voxels"] == int((phantom.label == 1).sum())
     assert by_id[("tooth", 11)]["voxels"] == int((phantom.label == 11).sum())

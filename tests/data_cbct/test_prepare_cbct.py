@@ -79,7 +79,7 @@ def test_every_slice_written_with_its_labels(prepared, dataset):
 
 def test_dataset_json(prepared):
     out, _ = prepared
-    dataset = json.loads((out / "dataset.json").read_text())
+    dataset = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert dataset["semantic_classes"] == {
         "0": "background",
         "1": "lower jawbone",
@@ -130,7 +130,7 @@ def test_label_map_override_from_cli(tmp_path, dataset):
     out = tmp_path / "out"
     overrides = json.dumps({"Left Maxillary Sinus": "upper jawbone", "Right Maxillary Sinus": "upper jawbone"})
     assert main(["--input", str(dataset), "--output", str(out), "--size", str(SIZE), "--label-map", overrides]) == 0
-    datalist = json.loads((out / "datalist.json").read_text())
+    datalist = json.loads((out / "datalist.json").read_text(encoding="utf-8"))
     case = find_toothfairy2_cases(dataset)[0]
     _, label = read_case(case)
     geometry = SliceGeometry.from_dict(datalist["cases"][case.case_id]["geometry"])
@@ -179,9 +179,9 @@ def test_cli_errors_and_overwrite(tmp_path, dataset, prepared, capsys):
 
 def test_unknown_label_names(tmp_path):
     root = write_toothfairy2_like(tmp_path / "tf2", num_cases=1, shape=SHAPE, seed=0)
-    dataset = json.loads((root / "dataset.json").read_text())
+    dataset = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     dataset["labels"]["Tongue"] = dataset["labels"].pop("Bridge")
-    (root / "dataset.json").write_text(json.dumps(dataset))
+    (root / "dataset.json").write_text(json.dumps(dataset), encoding="utf-8")
     with pytest.raises(InputFileError, match="Tongue"):
         prepare_cbct(root, tmp_path / "out", size=SIZE, progress=False)
     datalist = prepare_cbct(

@@ -107,7 +107,7 @@ def test_bad_arguments(kwargs):
 @pytest.mark.parametrize("fmt", ["mha", "nii.gz"])
 def test_write_toothfairy2_like_reads_back(tmp_path, fmt):
     root = write_toothfairy2_like(tmp_path / "tf2", num_cases=2, shape=(24, 48, 48), seed=3, fmt=fmt)
-    dataset = json.loads((root / "dataset.json").read_text())
+    dataset = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     assert dataset["labels"] == TOOTHFAIRY2_LABELS and dataset["file_ending"] == f".{fmt}"
     cases = find_toothfairy2_cases(root)
     assert [c.case_id for c in cases] == ["ToothFairy2F_001", "ToothFairy2F_002"]
@@ -125,7 +125,7 @@ def test_reindexed_copy_permutes_ids_consistently(tmp_path):
     permuted = write_toothfairy2_like(
         tmp_path / "perm", num_cases=1, shape=(24, 48, 48), seed=7, fmt="nii.gz", reindex=True
     )
-    labels = json.loads((permuted / "dataset.json").read_text())["labels"]
+    labels = json.loads((permuted / "dataset.json").read_text(encoding="utf-8"))["labels"]
     assert labels != TOOTHFAIRY2_LABELS and sorted(labels.values()) == sorted(TOOTHFAIRY2_LABELS.values())
     outputs = []
     for root in (plain, permuted):

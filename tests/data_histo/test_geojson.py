@@ -146,7 +146,7 @@ def test_load_features_accepts_three_structures(tmp_path):
     feat = _feature({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]})
     for i, doc in enumerate([{"type": "FeatureCollection", "features": [feat, feat]}, [feat, feat], feat]):
         p = tmp_path / f"f{i}.geojson"
-        p.write_text(json.dumps(doc))
+        p.write_text(json.dumps(doc), encoding="utf-8")
         feats = load_features(p)
         assert len(feats) == (1 if doc is feat else 2)
         assert feature_class_name(feats[0]) == "nuclei_tumor"
@@ -165,7 +165,7 @@ def test_load_features_accepts_three_structures(tmp_path):
 )
 def test_load_features_errors_name_the_file(tmp_path, text, match):
     p = tmp_path / "bad.geojson"
-    p.write_text(text)
+    p.write_text(text, encoding="utf-8")
     with pytest.raises(InputFileError, match=match) as err:
         load_features(p)
     assert err.value.path == str(p)
@@ -239,7 +239,7 @@ def test_instances_to_features_qupath_and_round_trip(tmp_path):
     back, src = rasterize_instances([feature_polygons(f) for f in loaded], inst.shape)
     ids = np.array([3, 5, 7])
     np.testing.assert_array_equal(np.concatenate([[0], ids[src]])[back], inst)
-    assert json.loads(p.read_text())["type"] == "FeatureCollection"
+    assert json.loads(p.read_text(encoding="utf-8"))["type"] == "FeatureCollection"
 
 
 def test_regions_to_features_round_trip_and_errors():

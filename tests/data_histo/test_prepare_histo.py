@@ -33,7 +33,7 @@ def feat(name, coords, kind="Polygon"):
 
 def write_json(path: Path, doc) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc))
+    path.write_text(json.dumps(doc), encoding="utf-8")
     return path
 
 
@@ -42,7 +42,7 @@ def load(out: Path, item: dict, key: str) -> np.ndarray:
 
 
 def all_items(out: Path) -> dict[str, dict]:
-    dl = json.loads((out / "datalist.json").read_text())
+    dl = json.loads((out / "datalist.json").read_text(encoding="utf-8"))
     return {Path(it["image"]).stem: {**it, "split": s} for s in ("training", "validation", "test") for it in dl[s]}
 
 
@@ -121,7 +121,7 @@ def test_puma_pixel_by_pixel(tmp_path):
     np.testing.assert_array_equal(load(out, it, "label_inst"), inst)
     np.testing.assert_array_equal(load(out, it, "label_type"), typ)
     assert load(out, it, "label_inst").dtype == np.uint16 and load(out, it, "label_sem").dtype == np.uint8
-    ds = json.loads((out / "dataset.json").read_text())
+    ds = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert ds["semantic_classes"] == {"0": "background", "1": "tumour", "2": "stroma"}
     assert ds["instance_types"] == {"0": "background", "1": "tumour", "2": "TIL", "3": "other"}
     assert ds["format"] == "puma" and ds["magnification"] == "40x" and ds["semantic_labels"] == "annotation"
@@ -163,7 +163,7 @@ def test_puma_unknown_class_and_class_map(tmp_path):
     inst = load(tmp_path / "out", it, "label_inst")
     assert typ[8, 2] == 1 and typ[8, 6] == 0 and typ[12, 0] == 2 and typ[2, 2] == 2
     assert inst.max() == 7  # 8 nuclei, plasma cell dropped
-    ds = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    ds = json.loads((tmp_path / "out" / "dataset.json").read_text(encoding="utf-8"))
     assert ds["instance_types"] == {"0": "background", "1": "lymphocyte", "2": "other"}
     assert ds["class_map"]["instance"]["map"]["*"] == 2
 
@@ -189,7 +189,9 @@ def test_puma_errors_name_the_file(tmp_path, mutate, match, culprit):
             [{"type": "Feature", "geometry": NUCLEI[0]["geometry"]}],
         )
     elif mutate == "bad_json":
-        (raw / "01_training_dataset_geojson_tissue" / "training_set_primary_roi_001_tissue.geojson").write_text("{")
+        (raw / "01_training_dataset_geojson_tissue" / "training_set_primary_roi_001_tissue.geojson").write_text(
+            "{", encoding="utf-8"
+        )
     elif mutate == "point":
         write_json(nuc_dir / "training_set_primary_roi_001_nuclei.geojson", [feat("nuclei_tumor", [1, 2], "Point")])
     elif mutate == "outside":
@@ -215,7 +217,7 @@ def test_puma_nuclei_only_derives_semantic_and_has_no_official_split(tmp_path):
     prepare_dataset("puma", raw, out, ratios=(1, 0, 0), derive_sem="type", progress=False)
     it = next(iter(all_items(out).values()))
     np.testing.assert_array_equal(load(out, it, "label_sem"), puma_expected()[2])
-    ds = json.loads((out / "dataset.json").read_text())
+    ds = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert ds["semantic_labels"] == "derived_type" and ds["semantic_classes"] == ds["instance_types"]
 
 
@@ -242,7 +244,7 @@ def make_glas(root: Path, grade_csv: str | None = GRADE_CSV) -> None:
         Image.fromarray(RNG.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(root / f"{name}.bmp")
         Image.fromarray(glas_anno()).save(root / f"{name}_anno.bmp")
     if grade_csv is not None:
-        (root / "Grade.csv").write_text(grade_csv)
+        (root / "Grade.csv").write_text(grade_csv, encoding="utf-8")
 
 
 def test_glas_official_split_groups_and_grades(tmp_path):
@@ -261,7 +263,7 @@ def test_glas_official_split_groups_and_grades(tmp_path):
     np.testing.assert_array_equal(load(out, items["train_2"], "label_sem"), a > 0)
     np.testing.assert_array_equal(load(out, items["train_2"], "label_type"), (a > 0) * 2)  # malignant
     np.testing.assert_array_equal(load(out, items["train_1"], "label_type"), (a > 0) * 1)  # benign
-    ds = json.loads((out / "dataset.json").read_text())
+    ds = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert ds["instance_types"] == {"0": "background", "1": "benign gland", "2": "malignant gland"}
     assert ds["semantic_classes"] == {"0": "background", "1": "gland"}
 
@@ -274,7 +276,10 @@ def test_glas_seeded_split_keeps_patients_together(tmp_path):
         prepare_dataset("glas", raw, out, seed=seed, progress=False)
         items = all_items(out)
         assert items["train_1"]["split"] == items["testA_1"]["split"]  # both patient 4
-        assert json.loads((out / "dataset.json").read_text())["instance_types"] == {"0": "background", "1": "gland"}
+        assert json.loads((out / "dataset.json").read_text(encoding="utf-8"))["instance_types"] == {
+            "0": "background",
+            "1": "gland",
+        }
 
 
 def test_glas_errors(tmp_path):
@@ -282,11 +287,11 @@ def test_glas_errors(tmp_path):
     make_glas(raw, grade_csv=None)
     with pytest.raises(InputFileError, match="Grade.csv"):
         prepare_dataset("glas", raw, tmp_path / "o", gland_types="grade", progress=False)
-    (raw / "Grade.csv").write_text(GRADE_CSV.replace("train_2,6, malignant, adenomatous\n", ""))
+    (raw / "Grade.csv").write_text(GRADE_CSV.replace("train_2,6, malignant, adenomatous\n", ""), encoding="utf-8")
     with pytest.raises(InputFileError, match="train_2") as err:
         prepare_dataset("glas", raw, tmp_path / "o", progress=False)
     assert err.value.path.endswith("Grade.csv")
-    (raw / "Grade.csv").write_text(GRADE_CSV)
+    (raw / "Grade.csv").write_text(GRADE_CSV, encoding="utf-8")
     (raw / "testB_1_anno.bmp").unlink()
     with pytest.raises(InputFileError, match="testB_1_anno.bmp") as err:
         prepare_dataset("glas", raw, tmp_path / "o", progress=False)
@@ -391,7 +396,7 @@ def test_consep_tiles_groups_and_derived_semantic(tmp_path, derive):
     np.testing.assert_array_equal(load(out, it, "image"), image)
     np.testing.assert_array_equal(load(out, it, "label_inst"), np.choose(np.searchsorted([0, 2, 6], inst), [0, 1, 2]))
     np.testing.assert_array_equal(load(out, it, "label_type"), typ)
-    ds = json.loads((out / "dataset.json").read_text())
+    ds = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert ds["instance_types"]["4"] == "spindle-shaped" and ds["derive_sem"] == derive
     if derive == "none":
         assert "label_sem" not in it and not (out / "labels_sem").exists()
@@ -448,7 +453,7 @@ def test_folder_custom_dirs_class_map_and_derived_type(tmp_path):
     np.testing.assert_array_equal(load(out, it, "label_sem"), np.choose(sem, [0, 2, 1]))
     np.testing.assert_array_equal(load(out, it, "label_inst"), np.choose(np.searchsorted([0, 4, 9], inst), [0, 1, 2]))
     np.testing.assert_array_equal(load(out, it, "label_type"), inst > 0)
-    ds = json.loads((out / "dataset.json").read_text())
+    ds = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert ds["instance_types"] == {"0": "background", "1": "nucleus"}
     assert ds["semantic_classes"] == {"0": "background", "1": "tumour", "2": "stroma"}
     assert sorted(it["split"] for it in items.values()) == ["test", "training", "validation"]
@@ -471,7 +476,7 @@ def test_folder_generic_names_and_type_dropping(tmp_path):
     expect[3:6, 3:6] = 1  # the type-5 object was dropped
     np.testing.assert_array_equal(inst, expect)
     np.testing.assert_array_equal(load(out, it, "label_type"), expect)
-    ds = json.loads((out / "dataset.json").read_text())
+    ds = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert ds["semantic_classes"] == {"0": "background", "1": "class_1", "2": "class_2"}  # generic names
     with pytest.raises(InputFileError, match="unknown class 2"):
         prepare_dataset(
@@ -511,13 +516,13 @@ def test_existing_output_overwrite_and_monai_datalist(tmp_path):
     make_tiles(tmp_path / "raw")
     out = tmp_path / "out"
     out.mkdir()
-    (out / "keep.txt").write_text("old")
+    (out / "keep.txt").write_text("old", encoding="utf-8")
     with pytest.raises(FileExistsError):
         prepare_dataset("consep_tiles", tmp_path / "raw", out, progress=False)
     assert (out / "keep.txt").exists()
     prepare_dataset("consep_tiles", tmp_path / "raw", out, overwrite=True, progress=False)
     assert not (out / "keep.txt").exists() and no_leftovers(tmp_path)
-    dl = json.loads((out / "datalist.json").read_text())
+    dl = json.loads((out / "datalist.json").read_text(encoding="utf-8"))
     assert dl["split"] == {"method": "seeded", "seed": 0, "ratios": [0.7, 0.1, 0.2]} and dl["format"] == "consep_tiles"
     assert dl["numTraining"] == len(dl["training"])
     for key in ("training", "test"):
@@ -533,7 +538,10 @@ def test_cli(tmp_path, capsys):
                "--class-map", str(cmap), "--no-progress", "--ratios", "0.6", "0.2", "0.2", "--seed", "3"])  # fmt: skip
     text = capsys.readouterr().out
     assert rc == 0 and "images" in text and "objects per type" in text and "x " in text
-    assert json.loads((tmp_path / "out" / "dataset.json").read_text())["instance_types"] == {"0": "bg", "1": "x"}
+    assert json.loads((tmp_path / "out" / "dataset.json").read_text(encoding="utf-8"))["instance_types"] == {
+        "0": "bg",
+        "1": "x",
+    }
     rc = main(["--format", "consep_tiles", "--input", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o2")])
     assert rc == 1 and "nowhere" in capsys.readouterr().err
     rc = main(["--format", "consep_tiles", "--input", str(tmp_path / "raw"), "--output", str(tmp_path / "out")])

@@ -24,7 +24,7 @@ def _copy(src: Path, dst: Path, names: list[str], subdirs: dict[str, str]) -> No
 
 
 def _items(out: Path) -> dict[str, dict]:
-    dl = json.loads((out / "datalist.json").read_text())
+    dl = json.loads((out / "datalist.json").read_text(encoding="utf-8"))
     return {Path(it["image"]).stem: {**it, "split": s} for s in ("training", "validation", "test") for it in dl[s]}
 
 

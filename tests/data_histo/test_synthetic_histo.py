@@ -125,9 +125,9 @@ def test_write_synthetic_dataset_layout(tmp_path):
     info = write_synthetic_dataset(out, num_images=5, size=64, seed=3)
     assert info["semantic_classes"] == {"0": "background", "1": "tumour", "2": "stroma"}
     assert info["instance_types"]["2"] == "TIL"
-    assert json.loads((out / "dataset.json").read_text())["label_kinds"] == ["sem", "inst", "type"]
+    assert json.loads((out / "dataset.json").read_text(encoding="utf-8"))["label_kinds"] == ["sem", "inst", "type"]
     items = load_decathlon_datalist(out / "datalist.json", data_list_key="training", base_dir=out)
-    dl = json.loads((out / "datalist.json").read_text())
+    dl = json.loads((out / "datalist.json").read_text(encoding="utf-8"))
     assert sum(len(dl[s]) for s in ("training", "validation", "test")) == 5
     it = items[0]
     img = read_rgb(it["image"])

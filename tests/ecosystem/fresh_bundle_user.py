@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 def main(args_file: str) -> None:
-    args = json.loads(Path(args_file).read_text())
+    args = json.loads(Path(args_file).read_text(encoding="utf-8"))
     report: dict = {"coseg_importable_at_start": importlib.util.find_spec("coseg") is not None}
     if report["coseg_importable_at_start"]:
         raise RuntimeError("coseg is importable before any bundle is on sys.path: the test would prove nothing")
@@ -74,7 +74,7 @@ def main(args_file: str) -> None:
 
     report["coseg_file"] = coseg.__file__
     report["coseg_modules"] = sorted({m.__file__ for n, m in sys.modules.items() if n == "coseg"})
-    Path(args["report"]).write_text(json.dumps(report, indent=1))
+    Path(args["report"]).write_text(json.dumps(report, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ class SeenImagesRecorder:
 
     def _write(self, engine: Engine) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / f"seen_rank{_rank()}.json").write_text(json.dumps(self.seen))
+        (self.output_dir / f"seen_rank{_rank()}.json").write_text(json.dumps(self.seen), encoding="utf-8")
 
 
 class MetricsRecorder:
@@ -48,4 +48,4 @@ class MetricsRecorder:
     def _write(self, engine: Engine) -> None:
         self.runs.append({k: float(v) for k, v in engine.state.metrics.items()})
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / f"metrics_rank{_rank()}.json").write_text(json.dumps(self.runs))
+        (self.output_dir / f"metrics_rank{_rank()}.json").write_text(json.dumps(self.runs), encoding="utf-8")

@@ -39,7 +39,7 @@ PACKAGE = Path(coseg.__file__).resolve().parent
 
 
 def _meta() -> dict:
-    return json.loads((HISTO / "configs" / "metadata.json").read_text())
+    return json.loads((HISTO / "configs" / "metadata.json").read_text(encoding="utf-8"))
 
 
 # ---- metadata checks -------------------------------------------------------------------------------------------------
@@ -47,7 +47,7 @@ def _meta() -> dict:
 
 def test_the_bundle_metadata_passes_the_checks():
     assert check_metadata(_meta()) == []
-    inference = json.loads((HISTO / "configs" / "inference.json").read_text())
+    inference = json.loads((HISTO / "configs" / "inference.json").read_text(encoding="utf-8"))
     assert check_class_map(_meta(), inference["sem_classes"], inference["inst_types"]) == []
 
 
@@ -142,14 +142,14 @@ def test_package_files_leave_out_caches(tmp_path):
     pkg = tmp_path / "pkg"
     (pkg / "sub" / "__pycache__").mkdir(parents=True)
     for rel in ("__init__.py", "sub/__init__.py", "sub/m.py", "sub/data.json", "sub/__pycache__/m.cpython-311.pyc"):
-        (pkg / rel).write_text("x = 1\n")
-    (pkg / ".hidden").write_text("")
-    (pkg / VENDORED_FILE).write_text("{}")
+        (pkg / rel).write_text("x = 1\n", encoding="utf-8")
+    (pkg / ".hidden").write_text("", encoding="utf-8")
+    (pkg / VENDORED_FILE).write_text("{}", encoding="utf-8")
     assert [p.as_posix() for p in package_files(pkg)] == ["__init__.py", "sub/__init__.py", "sub/data.json", "sub/m.py"]
     digest = code_digest(pkg)
-    (pkg / "sub" / "__pycache__" / "other.pyc").write_text("changed")
+    (pkg / "sub" / "__pycache__" / "other.pyc").write_text("changed", encoding="utf-8")
     assert code_digest(pkg) == digest  # caches do not count
-    (pkg / "sub" / "m.py").write_text("x = 2\n")
+    (pkg / "sub" / "m.py").write_text("x = 2\n", encoding="utf-8")
     assert code_digest(pkg) != digest
     with pytest.raises(InputFileError, match="no __init__.py"):
         package_files(pkg / "sub" / "__pycache__")
@@ -197,9 +197,9 @@ def test_export_without_models(source_bundle, tmp_path):
 
 
 def _edit_json(path: Path, edit) -> None:
-    content = json.loads(path.read_text())
+    content = json.loads(path.read_text(encoding="utf-8"))
     edit(content)
-    path.write_text(json.dumps(content))
+    path.write_text(json.dumps(content), encoding="utf-8")
 
 
 def _broken_copy(source_bundle: Path, tmp_path: Path) -> Path:
@@ -213,7 +213,11 @@ def _broken_copy(source_bundle: Path, tmp_path: Path) -> Path:
     [
         (lambda b: (b / "configs" / "metadata.json").unlink(), InputFileError, "no configs/metadata.json"),
         (lambda b: (b / "LICENSE").unlink(), InputFileError, "no LICENSE"),
-        (lambda b: (b / "configs" / "train.json").write_text("{"), InputFileError, "cannot be read as JSON"),
+        (
+            lambda b: (b / "configs" / "train.json").write_text("{", encoding="utf-8"),
+            InputFileError,
+            "cannot be read as JSON",
+        ),
         (lambda b: (b / "models" / "model.pt").write_bytes(b"not a checkpoint"), InputFileError, "torch.load"),
         (
             lambda b: torch.save({"model": torch.load(b / "models" / "model.pt")}, b / "models" / "model.pt"),
@@ -228,7 +232,8 @@ def _broken_copy(source_bundle: Path, tmp_path: Path) -> Path:
                         for k, v in json.loads((b / "configs" / "metadata.json").read_text()).items()
                         if k != "authors"
                     }
-                )
+                ),
+                encoding="utf-8",
             ),
             InputFileError,
             "'authors'",
@@ -263,9 +268,9 @@ def test_command_line(source_bundle, tmp_path, capsys):
     assert cli(["export", str(source_bundle), str(tmp_path), "--set", "nope=1"]) == 2
     assert "matches no item" in capsys.readouterr().err
     bad = _broken_copy(source_bundle, tmp_path / "bad")
-    meta = json.loads((bad / "configs" / "metadata.json").read_text())
+    meta = json.loads((bad / "configs" / "metadata.json").read_text(encoding="utf-8"))
     meta["version"] = "2"
-    (bad / "configs" / "metadata.json").write_text(json.dumps(meta))
+    (bad / "configs" / "metadata.json").write_text(json.dumps(meta), encoding="utf-8")
     assert cli(["check", str(bad)]) == 1
     assert "MAJOR.MINOR.PATCH" in capsys.readouterr().out
 
@@ -299,7 +304,7 @@ def test_packaged_bundles_work_without_the_repository(source_bundle, sample_imag
     )
     images = tmp_path / "images"
     images.mkdir()
-    for item in json.loads((sample_images / "datalist.json").read_text())["test"]:
+    for item in json.loads((sample_images / "datalist.json").read_text(encoding="utf-8"))["test"]:
         shutil.copy(sample_images / item["image"], images)
     args = {
         "urls": [first.as_uri(), second.as_uri()],
@@ -309,7 +314,7 @@ def test_packaged_bundles_work_without_the_repository(source_bundle, sample_imag
         "spatial_shape": [64, 64],
         "report": str(tmp_path / "report.json"),
     }
-    (tmp_path / "args.json").write_text(json.dumps(args))
+    (tmp_path / "args.json").write_text(json.dumps(args), encoding="utf-8")
     work = tmp_path / "elsewhere"
     work.mkdir()
     proc = subprocess.run(
@@ -318,10 +323,11 @@ def test_packaged_bundles_work_without_the_repository(source_bundle, sample_imag
         env=_fresh_env(),
         capture_output=True,
         text=True,
+        encoding="utf-8",
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-6000:]
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
     assert report["coseg_importable_at_start"] is False
     bundles = Path(args["bundle_dir"])
     # one coseg module, the vendored copy of the bundle put on the path last (first on sys.path), serves both
@@ -345,7 +351,9 @@ def test_monai_bundle_run_from_another_folder(exported, sample_images, tmp_path)
     with zipfile.ZipFile(exported) as zf:
         zf.extractall(tmp_path / "bundles")
     bundle = tmp_path / "bundles" / "coseg_histo"
-    image = sample_images / json.loads((sample_images / "datalist.json").read_text())["test"][0]["image"]
+    image = (
+        sample_images / json.loads((sample_images / "datalist.json").read_text(encoding="utf-8"))["test"][0]["image"]
+    )
     work = tmp_path / "elsewhere"
     work.mkdir()
     cmd = [
@@ -360,10 +368,14 @@ def test_monai_bundle_run_from_another_folder(exported, sample_images, tmp_path)
         "--dataset_dir",
         str(image),
     ]
-    proc = subprocess.run(cmd, cwd=work, env=_fresh_env([str(bundle)]), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        cmd, cwd=work, env=_fresh_env([str(bundle)]), capture_output=True, text=True, encoding="utf-8", timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     written = sorted(p.name for p in (bundle / "eval" / "inference").iterdir())
     assert f"{image.stem}_pred.png" in written, written
     # without the bundle on the path, the configs cannot import their code: the error says so
-    failed = subprocess.run(cmd, cwd=work, env=_fresh_env(), capture_output=True, text=True, timeout=300)
+    failed = subprocess.run(
+        cmd, cwd=work, env=_fresh_env(), capture_output=True, text=True, encoding="utf-8", timeout=300
+    )
     assert failed.returncode != 0 and "coseg" in failed.stderr

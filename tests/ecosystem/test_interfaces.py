@@ -148,7 +148,7 @@ def test_monailabel_layout_refuses_3d():
 def class_map_items(sample_images, tmp_path_factory):
     """The sample's images with ONE class-map label each (what MONAI Label's datastore holds), as datalist items."""
     folder = tmp_path_factory.mktemp("class_maps")
-    datalist = json.loads((sample_images / "datalist.json").read_text())
+    datalist = json.loads((sample_images / "datalist.json").read_text(encoding="utf-8"))
     items = {}
     for split in ("training", "validation"):
         items[split] = []

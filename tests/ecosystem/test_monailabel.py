@@ -108,7 +108,7 @@ def deployment(tmp_path_factory, source_bundle, sample_images):
 
     studies = work / "studies"
     studies.mkdir()
-    datalist = json.loads((sample_images / "datalist.json").read_text())
+    datalist = json.loads((sample_images / "datalist.json").read_text(encoding="utf-8"))
     items = [*datalist["training"], *datalist["validation"], *datalist["test"]][:NUM_STUDIES]
     labels = {}
     for item in items:
@@ -175,7 +175,7 @@ def server(deployment):
 
 
 def _server_log(deployment) -> str:
-    return (deployment["work"] / "server.log").read_text()[-6000:]
+    return (deployment["work"] / "server.log").read_text(encoding="utf-8")[-6000:]
 
 
 def test_server_lists_the_bundle_with_its_classes(server):
@@ -206,6 +206,7 @@ def reference_pred(deployment):
         cwd=deployment["work"],
         capture_output=True,
         text=True,
+        encoding="utf-8",
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]

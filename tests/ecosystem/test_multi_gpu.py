@@ -32,11 +32,11 @@ def ddp_dataset(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("ddp_data") / "synthetic"
     write_synthetic_dataset(root, num_images=10, size=64, seed=5)
-    datalist = json.loads((root / "datalist.json").read_text())
+    datalist = json.loads((root / "datalist.json").read_text(encoding="utf-8"))
     items = [*datalist["training"], *datalist["validation"], *datalist["test"]]
     datalist["training"] = items[:TRAIN_IMAGES]
     datalist["validation"] = datalist["test"] = items[TRAIN_IMAGES : TRAIN_IMAGES + VAL_IMAGES]
-    (root / "datalist.json").write_text(json.dumps(datalist, indent=1))
+    (root / "datalist.json").write_text(json.dumps(datalist, indent=1), encoding="utf-8")
     return root
 
 
@@ -44,7 +44,7 @@ def _torchrun(configs: list[str], extra: dict, overrides: dict, work, run_id: st
     """``torchrun --standalone --nproc_per_node=2 -m monai.bundle run RUN_ID`` over the bundle's configs plus a third
     file (``extra``, written to ``work``) that adds the test's recorders."""
     extra_file = work / f"recorders_{run_id}.json"
-    extra_file.write_text(json.dumps(extra))
+    extra_file.write_text(json.dumps(extra), encoding="utf-8")
     cmd = [
         sys.executable,
         "-m",
@@ -64,7 +64,7 @@ def _torchrun(configs: list[str], extra: dict, overrides: dict, work, run_id: st
     for key, value in overrides.items():
         cmd += [f"--{key}", str(value)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, encoding="utf-8", timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
 
 
@@ -73,7 +73,7 @@ def _recorder(name: str, folder) -> dict:
 
 
 def _load(path):
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _single_process_metrics(dataset, work) -> dict[str, float]:

@@ -44,7 +44,7 @@ def test_image_datalist(tmp_path):
     for name in ("b.png", "a.jpg", ".hidden.png", "notes.txt"):
         Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / name) if name.endswith(("png", "jpg")) else (
             tmp_path / name
-        ).write_text("x")
+        ).write_text("x", encoding="utf-8")
     items = image_datalist(tmp_path)
     assert [i["image"].split("/")[-1] for i in items] == ["a.jpg", "b.png"]
     assert image_datalist(tmp_path / "a.jpg") == [{"image": str((tmp_path / "a.jpg").resolve())}]

@@ -120,7 +120,7 @@ def test_fractions_reach_the_data_loader_as_nested_subsets(histo_bundle, tmp_pat
 
     data = tmp_path / "twenty"
     write_synthetic_dataset(data, num_images=28, size=64, seed=5)
-    n_train = len(json.loads((data / "datalist.json").read_text())["training"])
+    n_train = len(json.loads((data / "datalist.json").read_text(encoding="utf-8"))["training"])
     _, plans = _plans(histo_bundle, "table11", data, tmp_path)
     images = []
     for plan in plans:

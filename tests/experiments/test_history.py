@@ -22,7 +22,7 @@ def test_records_every_validation_and_reads_back(tmp_path):
     path = tmp_path / "eval" / "validation_history.json"
     history = ValidationHistory(path)
     history(_validation(1, {"val_mpq": 0.25, "val_hd": torch.tensor(3.0), "val_nan": math.nan, "note": "text"}))
-    first = json.loads(path.read_text())
+    first = json.loads(path.read_text(encoding="utf-8"))
     assert first["epochs"] == [{"epoch": 1, "metrics": {"val_hd": 3.0, "val_mpq": 0.25, "val_nan": None}}]
     history(_validation(3, {"val_mpq": 0.5}))
     curves = read_validation_history(path)
@@ -47,7 +47,10 @@ def test_attached_to_an_engine_it_runs_after_the_metrics(tmp_path):
 
 def test_a_resumed_training_continues_and_a_fresh_one_restarts(tmp_path):
     path = tmp_path / "h.json"
-    path.write_text(json.dumps({"format": 1, "epochs": [{"epoch": e, "metrics": {"m": e / 10}} for e in (1, 2, 3, 4)]}))
+    path.write_text(
+        json.dumps({"format": 1, "epochs": [{"epoch": e, "metrics": {"m": e / 10}} for e in (1, 2, 3, 4)]}),
+        encoding="utf-8",
+    )
     ValidationHistory(path, metric_names=["m"])(_validation(3, {"m": 0.9, "other": 1.0}))
     assert read_validation_history(path) == {"epoch": [1.0, 2.0, 3.0], "m": [0.1, 0.2, 0.9]}  # 4 is dropped
     ValidationHistory(path)(_validation(1, {"m": 0.7}))
@@ -60,6 +63,6 @@ def test_bad_files_and_arguments(tmp_path):
     with pytest.raises(FileNotFoundError, match="no validation history"):
         read_validation_history(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"epochs": [{"epoch": "one"}]}))
+    bad.write_text(json.dumps({"epochs": [{"epoch": "one"}]}), encoding="utf-8")
     with pytest.raises(ValueError, match="not a validation history"):
         read_validation_history(bad)

@@ -57,7 +57,9 @@ def test_the_table_has_every_run_and_mean_and_std_over_seeds(table7_run):
         assert run.values["tissue_tumour_pq"] == pytest.approx(np.nanmean(col), nan_ok=True)
         # and it equals the evaluation report's own per-image mean
         metrics = json.loads(
-            (out / "runs" / run.row / f"seed{run.seed}" / "eval" / "evaluation" / "metrics.json").read_text()
+            (out / "runs" / run.row / f"seed{run.seed}" / "eval" / "evaluation" / "metrics.json").read_text(
+                encoding="utf-8"
+            )
         )
         pq = metrics["instance"]["per_image_mean"]["per_class"]["1"]["pq"]
         assert run.values["inst_tumour_pq"] == pytest.approx(pq, nan_ok=True)
@@ -65,14 +67,14 @@ def test_the_table_has_every_run_and_mean_and_std_over_seeds(table7_run):
     vals = [r.values["mean_pq"] for r in result.runs if r.row == "full"]
     assert full.mean["mean_pq"] == pytest.approx(np.mean(vals))
     assert full.std["mean_pq"] == pytest.approx(np.std(vals, ddof=1))
-    rows = (out / "table.csv").read_text().splitlines()
+    rows = (out / "table.csv").read_text(encoding="utf-8").splitlines()
     assert rows[0].startswith("row,label,n_seeds,tissue_tumour_pq_mean,tissue_tumour_pq_std")
     assert len(rows) == 3
-    md = (out / "table.md").read_text()
+    md = (out / "table.md").read_text(encoding="utf-8")
     assert "| 8 Co-Seg++ (all three) | 2 |" in md and "±" in md
     assert '`prompt_mode="self"`' in md and "Paired tests" in md
-    assert len((out / "runs.csv").read_text().splitlines()) == 5
-    record = json.loads((out / "experiment.json").read_text())
+    assert len((out / "runs.csv").read_text(encoding="utf-8").splitlines()) == 5
+    record = json.loads((out / "experiment.json").read_text(encoding="utf-8"))
     assert record["experiment"]["name"] == "table7" and record["settings"]["seeds"] == [0, 1]
 
 
@@ -88,7 +90,7 @@ def test_the_significance_tests_pair_images_and_seeds(table7_run):
     seeds = by[("mean_pq", "seeds")]
     assert seeds.n == 2
     assert seeds.mean_a == pytest.approx(result.summaries[1].mean["mean_pq"])
-    lines = (settings.output_dir / "significance.csv").read_text().splitlines()
+    lines = (settings.output_dir / "significance.csv").read_text(encoding="utf-8").splitlines()
     assert lines[0].startswith("row_a,row_b,column,unit,n")
     assert len(lines) == 1 + len(result.comparisons)
 
@@ -110,7 +112,7 @@ def test_finished_runs_are_skipped_and_changed_ones_refused(table7_run, histo_da
         run_experiment(spec, changed, ["full"])
     with pytest.raises(ValueError, match="holds experiment 'table7'"):
         run_experiment(load_experiment(settings.bundle, "table8"), settings)
-    record = json.loads((settings.output_dir / "experiment.json").read_text())
+    record = json.loads((settings.output_dir / "experiment.json").read_text(encoding="utf-8"))
     assert len(record["experiment"]["rows"]) == 8  # the whole experiment is recorded, later rows join the table
     assert [(r["row"], r["seed"]) for r in record["runs"]] == [
         ("baseline", 0),
@@ -131,12 +133,14 @@ def test_fig9_records_curves_per_epoch_and_plots_them(histo_bundle, histo_datase
     result = run_experiment(
         spec, _settings(histo_bundle, tmp_path, histo_dataset, overrides={"epochs": 2}), ["without_mtc"]
     )
-    history = json.loads((tmp_path / "runs" / "without_mtc" / "seed0" / "eval" / "validation_history.json").read_text())
+    history = json.loads(
+        (tmp_path / "runs" / "without_mtc" / "seed0" / "eval" / "validation_history.json").read_text(encoding="utf-8")
+    )
     assert [e["epoch"] for e in history["epochs"]] == [1, 2]
     assert {"val_mpq", "val_mean_dice"} <= set(history["epochs"][0]["metrics"])
     png = np.asarray(Image.open(result.files["plot"]))
     assert png.ndim == 3 and png.shape[1] == 2 * 520  # two panels
-    lines = result.files["curves_csv"].read_text().splitlines()
+    lines = result.files["curves_csv"].read_text(encoding="utf-8").splitlines()
     assert lines[0] == "row,seed,epoch,metric,value"
     assert sum(line.startswith("without_mtc,0,") and ",val_mpq," in line for line in lines) == 2
 
@@ -147,11 +151,11 @@ def test_table10_tests_on_the_other_dataset_with_the_last_weights(
     spec = load_experiment(histo_bundle, "table10")
     settings = _settings(histo_bundle, tmp_path, histo_dataset, test_dataset_dir=second_dataset, checkpoint="final")
     result = run_experiment(spec, settings, ["coseg"])
-    external = json.loads((second_dataset / "datalist.json").read_text())["test"]
-    own = json.loads((histo_dataset / "datalist.json").read_text())["test"]
+    external = json.loads((second_dataset / "datalist.json").read_text(encoding="utf-8"))["test"]
+    own = json.loads((histo_dataset / "datalist.json").read_text(encoding="utf-8"))["test"]
     tested = set(result.runs[0].per_image)
     assert tested == {p["image"].split("/")[-1] for p in external} != {p["image"].split("/")[-1] for p in own}
-    args = json.loads((tmp_path / "runs" / "coseg" / "seed0" / "evaluate_args.json").read_text())
+    args = json.loads((tmp_path / "runs" / "coseg" / "seed0" / "evaluate_args.json").read_text(encoding="utf-8"))
     assert args["test_dataset_dir"] == str(second_dataset)
     assert args["validate#handlers#0#load_path"] == "$@ckpt_dir + '/checkpoint_final.pt'"
     keys = [c.key for c in result.columns]
@@ -181,7 +185,7 @@ def test_plan_writes_args_files_that_monai_bundle_runs(histo_bundle, histo_datas
     assert printed.count("python -m monai.bundle run training --args_file") == 3
     assert printed.count("python -m monai.bundle run evaluating --args_file") == 3
     args_file = out / "runs" / "silu_gate" / "seed3" / "train_args.json"
-    args = json.loads(args_file.read_text())
+    args = json.loads(args_file.read_text(encoding="utf-8"))
     assert args["ssm_gate"] is True and args["seed"] == 3 and args["patch_size"] == 64
     wf = create_workflow(args_file=str(args_file), workflow_type="train", logging_file=False)
     assert wf.parser.get_parsed_content("seed") == 3
@@ -223,7 +227,11 @@ def test_settings_are_checked(histo_bundle, tmp_path):
 
 def test_module_entry_point_lists_the_experiments():
     res = subprocess.run(
-        [sys.executable, "-m", "coseg.experiments", "list"], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "coseg.experiments", "list"],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
     )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "table7" in res.stdout and "8 rows" in res.stdout

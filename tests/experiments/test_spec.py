@@ -82,7 +82,7 @@ def test_malformed_experiments_are_refused(change, problem, tmp_path):
     if "rows" in change:  # the compared rows a, b may be gone
         content.pop("compare")
     path = tmp_path / "bad.json"
-    path.write_text(json.dumps(content))
+    path.write_text(json.dumps(content), encoding="utf-8")
     with pytest.raises(InputFileError, match=problem) as err:
         load_experiment(tmp_path, str(path))
     assert err.value.path.endswith("bad.json")
@@ -100,7 +100,7 @@ def test_override_configs_and_bad_json_are_not_experiments(histo_bundle, tmp_pat
     with pytest.raises(InputFileError, match="override config"):
         load_experiment(histo_bundle, "smoke")
     bad = tmp_path / "broken.json"
-    bad.write_text("{not json")
+    bad.write_text("{not json", encoding="utf-8")
     with pytest.raises(InputFileError, match="not valid JSON"):
         load_experiment(tmp_path, str(bad))
     with pytest.raises(FileNotFoundError, match="known: fig8_forwards"):

@@ -107,7 +107,7 @@ def test_mean_std_over_seeds_and_comparisons():
 
 def test_read_per_image_parses_empty_and_nan_and_refuses_bad_files(tmp_path):
     good = tmp_path / "per_image.csv"
-    good.write_text("image,a,b\nx.png,0.5,\ny.png,nan,1\n")
+    good.write_text("image,a,b\nx.png,0.5,\ny.png,nan,1\n", encoding="utf-8")
     got = read_per_image(good)
     assert got["x.png"]["a"] == 0.5 and math.isnan(got["x.png"]["b"]) and math.isnan(got["y.png"]["a"])
     for text, problem in (
@@ -116,7 +116,7 @@ def test_read_per_image_parses_empty_and_nan_and_refuses_bad_files(tmp_path):
         ("image,a\nx,abc\n", "not a number"),
     ):
         bad = tmp_path / "bad.csv"
-        bad.write_text(text)
+        bad.write_text(text, encoding="utf-8")
         with pytest.raises(InputFileError, match=problem):
             read_per_image(bad)
     with pytest.raises(InputFileError, match="did the evaluation"):

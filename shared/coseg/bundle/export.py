@@ -96,7 +96,9 @@ def code_digest(package_dir: str | os.PathLike) -> str:
 
 
 def _package_version(package_dir: Path) -> str:
-    match = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", (package_dir / "__init__.py").read_text(), re.M)
+    match = re.search(
+        r"""^__version__\s*=\s*["']([^"']+)["']""", (package_dir / "__init__.py").read_text(encoding="utf-8"), re.M
+    )
     return match.group(1) if match else "unknown"
 
 

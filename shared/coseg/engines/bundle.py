@@ -28,7 +28,7 @@ def _bundle_name(path: Path) -> str | None:
     if not meta.is_file():
         return None
     try:
-        return json.loads(meta.read_text()).get("name")
+        return json.loads(meta.read_text(encoding="utf-8")).get("name")
     except (OSError, ValueError):
         return None
 
@@ -59,7 +59,7 @@ def find_bundle_root(name: str) -> str:
 def dataset_classes(dataset_dir: str | os.PathLike) -> dict[str, Any]:
     """The class names of a prepared dataset (its ``dataset.json``), or ``{}`` when it has none."""
     path = Path(dataset_dir) / "dataset.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def histo_datalist(
@@ -131,7 +131,7 @@ def read_datalist(
     datalist = root / "datalist.json"
     if not datalist.is_file():
         raise FileNotFoundError(f"{root}: no datalist.json (prepare the dataset first)")
-    content = json.loads(datalist.read_text())
+    content = json.loads(datalist.read_text(encoding="utf-8"))
     if split not in content:
         raise ValueError(
             f"{datalist}: no split {split!r}; it has {[k for k in content if isinstance(content[k], list)]}"

@@ -91,8 +91,8 @@ def cbct_cases(dataset_dir: str | os.PathLike, split: str = "test") -> list[dict
     """The source volumes of one split of a prepared CBCT dataset: ``[{"image": path, "label": path,
     "dataset_json": path}, ...]`` (for volume inference and evaluation)."""
     root = Path(dataset_dir).expanduser()
-    content = json.loads((root / "datalist.json").read_text())
-    info = json.loads((root / "dataset.json").read_text())
+    content = json.loads((root / "datalist.json").read_text(encoding="utf-8"))
+    info = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     names = sorted({item["case"] for item in content.get(split, [])})
     if not names:
         raise ValueError(f"{root}/datalist.json: the split {split!r} has no cases")

@@ -85,7 +85,7 @@ class ValidationHistory:
         folder = os.path.dirname(os.path.abspath(self.filename))
         os.makedirs(folder, exist_ok=True)
         tmp = self.filename + ".tmp"
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump({"format": HISTORY_FORMAT, "epochs": self._records}, f, indent=1)
         os.replace(tmp, self.filename)
 
@@ -118,7 +118,7 @@ def _read_records(filename: str) -> list[dict[str, Any]]:
     if not os.path.isfile(filename):
         return []
     try:
-        with open(filename) as f:
+        with open(filename, encoding="utf-8") as f:
             content = json.load(f)
     except (OSError, ValueError) as err:
         raise ValueError(f"{filename}: not a readable validation history ({err})") from err

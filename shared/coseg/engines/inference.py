@@ -90,7 +90,7 @@ def write_histo_outputs(
     write_label(paths["type"], types.astype(np.uint8))
     write_label(paths["pred"], pred)
     with atomic_write_path(paths["instances"]) as tmp:
-        tmp.write_text(instance_csv(table, inst_types))
+        tmp.write_text(instance_csv(table, inst_types), encoding="utf-8")
     objects = table.to_geojson({int(k): v for k, v in inst_types.items()})["features"]
     for f in objects:
         f["properties"]["objectType"] = "detection"

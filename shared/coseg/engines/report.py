@@ -252,6 +252,6 @@ def _markdown(tables: dict[str, list[dict[str, Any]]], reduction: str, n: int) -
 
 def _write_text(path: str, text: str) -> None:
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(tmp, path)

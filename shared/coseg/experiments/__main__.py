@@ -124,7 +124,7 @@ def _cmd_run(args: argparse.Namespace, *, plan_only: bool) -> int:
     settings = _settings(args, bundle)
     if not plan_only:
         result = run_experiment(spec, settings, args.rows)
-        print(result.files["table_md"].read_text())
+        print(result.files["table_md"].read_text(encoding="utf-8"))
         print("written: " + ", ".join(str(p) for p in result.files.values()))
         return 0
     plans = plan_runs(spec, settings, args.rows)
@@ -143,7 +143,7 @@ def _cmd_table(args: argparse.Namespace) -> int:
     from coseg.experiments.runner import collect_results
 
     result = collect_results(args.output)
-    print(result.files["table_md"].read_text())
+    print(result.files["table_md"].read_text(encoding="utf-8"))
     print("written: " + ", ".join(str(p) for p in result.files.values()))
     return 0
 
@@ -157,7 +157,7 @@ def _cmd_attention(args: argparse.Namespace) -> int:
         train_args_file = run / "train_args.json"
         if not train_args_file.is_file():
             raise FileNotFoundError(f"{run}: not a run folder of coseg.experiments (no train_args.json)")
-        train_args = json.loads(train_args_file.read_text())
+        train_args = json.loads(train_args_file.read_text(encoding="utf-8"))
         files = train_args.pop("config_file")
         bundle = Path(files[0]).parents[1]
         extra = files[1:] + [str(_config_path(bundle, c)) for group in (args.config or []) for c in group]

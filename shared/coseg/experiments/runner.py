@@ -262,7 +262,7 @@ def prepare_output(spec: ExperimentSpec, settings: ExperimentSettings, plans: Se
     out = settings.output_dir
     record = out / "experiment.json"
     if record.is_file():
-        old = json.loads(record.read_text())
+        old = json.loads(record.read_text(encoding="utf-8"))
         old_name = old.get("experiment", {}).get("name")
         if old_name != spec.name and not settings.force:
             raise ValueError(f"{out} holds experiment {old_name!r}, not {spec.name!r}: choose another --output")
@@ -271,7 +271,7 @@ def prepare_output(spec: ExperimentSpec, settings: ExperimentSettings, plans: Se
         if settings.force and plan.run_dir.exists():
             shutil.rmtree(plan.run_dir)
         elif plan.finished and args_file.is_file():
-            before = json.loads(args_file.read_text())
+            before = json.loads(args_file.read_text(encoding="utf-8"))
             if before != json.loads(json.dumps(plan.train_args)):
                 changed = sorted(
                     k for k in set(before) | set(plan.train_args) if before.get(k) != plan.train_args.get(k)
@@ -285,7 +285,7 @@ def prepare_output(spec: ExperimentSpec, settings: ExperimentSettings, plans: Se
         _write_json(plan.run_dir / "evaluate_args.json", plan.evaluate_args)
     runs = {(p.row.id, p.seed): str(p.run_dir.relative_to(out)) for p in plans}
     if record.is_file() and not settings.force:  # rows run earlier into this folder stay listed
-        for r in json.loads(record.read_text()).get("runs", []):
+        for r in json.loads(record.read_text(encoding="utf-8")).get("runs", []):
             runs.setdefault((r["row"], r["seed"]), r["dir"])
     listed = [{"row": row, "seed": seed, "dir": d} for (row, seed), d in sorted(runs.items())]
     _write_json(record, {"experiment": spec_to_json(spec), "settings": settings.to_json(), "runs": listed})
@@ -460,7 +460,7 @@ def collect_results(output_dir: str | os.PathLike) -> ExperimentResult:
     record_path = out / "experiment.json"
     if not record_path.is_file():
         raise FileNotFoundError(f"{record_path}: missing; run or plan an experiment into {out} first")
-    record = json.loads(record_path.read_text())
+    record = json.loads(record_path.read_text(encoding="utf-8"))
     exp = record["experiment"]
     spec = parse_experiment(
         {k: v for k, v in exp.items() if k not in ("name", "path")}, name=exp["name"], path=exp["path"]
@@ -475,7 +475,7 @@ def collect_results(output_dir: str | os.PathLike) -> ExperimentResult:
         raise FileNotFoundError(f"{out}: no finished run (runs/<row>/seed<k>/eval/evaluation/per_image.csv)")
     classes = None
     for row_id, seed, report in finished:
-        names = json.loads((report / "metrics.json").read_text())["class_names"]
+        names = json.loads((report / "metrics.json").read_text(encoding="utf-8"))["class_names"]
         if classes is None:
             classes = names
         elif names != classes:
@@ -617,7 +617,7 @@ def _num(v: float) -> str:
 def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 

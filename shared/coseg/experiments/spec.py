@@ -198,7 +198,7 @@ def list_experiments(bundle: str | os.PathLike) -> list[str]:
     names = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
-            content = json.loads(path.read_text())
+            content = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
         if isinstance(content, dict) and "rows" in content:
@@ -222,7 +222,7 @@ def load_experiment(bundle: str | os.PathLike, name: str) -> ExperimentSpec:
     """
     path = experiment_path(bundle, name)
     try:
-        content = json.loads(path.read_text())
+        content = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as err:
         raise InputFileError(path, f"not valid JSON ({err})") from err
     return parse_experiment(content, name=path.stem, path=path)

@@ -161,7 +161,7 @@ def read_per_image(path: str | os.PathLike) -> dict[str, dict[str, float]]:
     if not p.is_file():
         raise InputFileError(p, "no such per-image metrics file (did the evaluation of this run finish?)")
     rows: dict[str, dict[str, float]] = {}
-    with open(p, newline="") as f:
+    with open(p, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or "image" not in reader.fieldnames:
             raise InputFileError(p, f"no 'image' column (columns: {reader.fieldnames})")

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"    prompts + decoding : {cost['decoding_macs'] / 1e9:10.2f} G")
     print(f"  encoder recomputed per pass (released code): {cost['macs_if_encoder_recomputed_per_pass'] / 1e9:.2f} G")
     if args.json:
-        with open(args.json, "w") as f:
+        with open(args.json, "w", encoding="utf-8") as f:
             json.dump(cost, f, indent=2)
     return cost
 
