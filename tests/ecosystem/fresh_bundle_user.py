@@ -2,9 +2,12 @@
 
 Started as ``python -S fresh_bundle_user.py ARGS.json`` with only site-packages on ``PYTHONPATH`` (no ``.pth`` files
 are processed, so the repository's editable ``coseg`` install is invisible). It downloads the bundle zips from
-``file://`` URLs, loads the networks with ``monai.bundle.load``, checks the single-tensor view with
+``file://`` URLs, loads the networks with ``monai.bundle.load``, checks each bundle's single-tensor view with
 ``verify_net_in_out``, runs ``inference.json`` through ``ConfigWorkflow`` for every bundle in one process, and writes
 what it saw to the JSON file named in the arguments for the test to check.
+
+Arguments: ``{"bundle_dir", "report", "bundles": [{"url", "net_id", "spatial_shape", "inputs", "output_dir"}]}``
+(``net_id``: the config item ``verify_net_in_out`` checks; ``spatial_shape``: the size of its random input).
 """
 
 from __future__ import annotations
@@ -14,6 +17,18 @@ import json
 import sys
 import warnings
 from pathlib import Path
+
+
+def _volume_info(path: Path) -> dict:
+    import nibabel as nib
+    import numpy as np
+
+    image = nib.load(path)
+    return {
+        "shape": list(image.shape),
+        "affine": np.asarray(image.affine).tolist(),
+        "values": sorted(int(v) for v in np.unique(np.asarray(image.dataobj))),
+    }
 
 
 def main(args_file: str) -> None:
@@ -28,34 +43,34 @@ def main(args_file: str) -> None:
 
     warnings.simplefilter("ignore")
     bundle_dir = Path(args["bundle_dir"])
-    names = []
-    for url in args["urls"]:
-        name = Path(url).name.rsplit("_v", 1)[0]
-        monai.bundle.download(name=name, url=url, bundle_dir=str(bundle_dir), progress=False)
-        names.append(name)
+    specs = []
+    for spec in args["bundles"]:
+        name = Path(spec["url"]).name.rsplit("_v", 1)[0]
+        monai.bundle.download(name=name, url=spec["url"], bundle_dir=str(bundle_dir), progress=False)
+        specs.append((name, spec))
     # the bundles carry their code: put each bundle folder on the path (MONAI does it only in ConfigWorkflow.run)
-    for name in names:
+    for name, _ in specs:
         sys.path.insert(0, str(bundle_dir / name))
 
     report["bundles"] = {}
-    for name in names:
+    for name, spec in specs:
         root = bundle_dir / name
         net = monai.bundle.load(name=name, bundle_dir=str(bundle_dir), workflow_type="inference", device="cpu")
         state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
         same = all(torch.equal(state[k], v) for k, v in net.state_dict().items())
         monai.bundle.verify_net_in_out(
-            net_id="class_map_network",
+            net_id=spec["net_id"],
             meta_file=str(root / "configs" / "metadata.json"),
             config_file=str(root / "configs" / "inference.json"),
             device="cpu",
-            **{"_meta_#network_data_format#inputs#image#spatial_shape": args["spatial_shape"]},
+            **{"_meta_#network_data_format#inputs#image#spatial_shape": spec["spatial_shape"]},
         )
-        out_dir = Path(args["output_dir"]) / name
+        out_dir = Path(spec["output_dir"])
         wf = ConfigWorkflow(
             config_file=str(root / "configs" / "inference.json"),
             workflow_type="inference",
             logging_file=False,
-            dataset_dir=args["images"],
+            dataset_dir=spec["inputs"],
             output_dir=str(out_dir),
         )
         wf.initialize()
@@ -69,6 +84,7 @@ def main(args_file: str) -> None:
             "bundle_root": str(bundle_root),
             "missing_properties": problems,
             "outputs": sorted(p.name for p in out_dir.iterdir()),
+            "volumes": {p.name: _volume_info(p) for p in sorted(out_dir.glob("*.nii.gz"))},
         }
     import coseg
 

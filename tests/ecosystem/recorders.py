@@ -16,7 +16,8 @@ def _rank() -> int:
 
 
 class SeenImagesRecorder:
-    """Write ``<output_dir>/seen_rank<r>.json``: the image files of every training batch of this rank, per epoch."""
+    """Write ``<output_dir>/seen_rank<r>.json``: the image files of every batch of this rank (of a trainer or an
+    evaluator), per epoch."""
 
     def __init__(self, output_dir: str) -> None:
         self.output_dir = Path(output_dir)
@@ -27,7 +28,12 @@ class SeenImagesRecorder:
         engine.add_event_handler(Events.COMPLETED, self._write)
 
     def _record(self, engine: Engine) -> None:
-        names = engine.state.batch["image"].meta["filename_or_obj"]
+        # a trainer keeps the collated batch; an evaluator that decollates holds a list of items
+        batch = engine.state.batch
+        names = []
+        for item in batch if isinstance(batch, list) else [batch]:
+            found = item["image"].meta["filename_or_obj"]
+            names += [found] if isinstance(found, str) else list(found)
         self.seen.setdefault(engine.state.epoch, []).extend(os.path.basename(n) for n in names)
 
     def _write(self, engine: Engine) -> None:

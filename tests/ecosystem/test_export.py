@@ -14,12 +14,15 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
 
 import coseg
 from coseg.bundle import (
     REQUIRED_METADATA_KEYS,
+    TOOTHFAIRY2_PRED_IDS,
     VENDORED_FILE,
     apply_overrides,
     check_class_map,
@@ -32,7 +35,7 @@ from coseg.bundle import (
 from coseg.bundle.__main__ import main as cli
 from coseg.data.errors import InputFileError
 
-from .conftest import HISTO, MICRO_OVERRIDES, make_source_bundle
+from .conftest import CBCT_MICRO_OVERRIDES, HISTO, MICRO_OVERRIDES
 
 HERE = Path(__file__).resolve().parent
 PACKAGE = Path(coseg.__file__).resolve().parent
@@ -287,32 +290,37 @@ def _fresh_env(extra_path: list[str] | None = None) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_packaged_bundles_work_without_the_repository(source_bundle, sample_images, tmp_path):
-    """download -> load -> verify_net_in_out -> ConfigWorkflow inference, for two bundles in one process."""
+def test_packaged_bundles_work_without_the_repository(
+    source_bundle, cbct_source_bundle, sample_images, cbct_volumes, tmp_path
+):
+    """download -> load -> verify_net_in_out -> ConfigWorkflow inference, for both bundles in one process."""
     dist = tmp_path / "dist"
-    first = export_bundle(source_bundle, dist, overrides=MICRO_OVERRIDES)
-    # a second bundle with its own name and weights (as coseg_cbct will be), exported from the same code
-    other_source = make_source_bundle(tmp_path / "other" / "coseg_histo", seed=1)
-    second = export_bundle(
-        other_source,
-        dist,
-        overrides={
-            **MICRO_OVERRIDES,
-            "name": "coseg_histo_b",
-            "bundle_root": "$coseg.engines.find_bundle_root('coseg_histo_b')",
-        },
-    )
+    histo = export_bundle(source_bundle, dist, overrides=MICRO_OVERRIDES)
+    cbct = export_bundle(cbct_source_bundle, dist, overrides=CBCT_MICRO_OVERRIDES)
     images = tmp_path / "images"
     images.mkdir()
     for item in json.loads((sample_images / "datalist.json").read_text(encoding="utf-8"))["test"]:
         shutil.copy(sample_images / item["image"], images)
+    out = tmp_path / "out"
     args = {
-        "urls": [first.as_uri(), second.as_uri()],
         "bundle_dir": str(tmp_path / "bundles"),
-        "images": str(images),
-        "output_dir": str(tmp_path / "out"),
-        "spatial_shape": [64, 64],
         "report": str(tmp_path / "report.json"),
+        "bundles": [
+            {
+                "url": histo.as_uri(),
+                "net_id": "class_map_network",
+                "spatial_shape": [64, 64],
+                "inputs": str(images),
+                "output_dir": str(out / "coseg_histo"),
+            },
+            {
+                "url": cbct.as_uri(),
+                "net_id": "pred_onehot_network",
+                "spatial_shape": [12, 40, 32],
+                "inputs": str(cbct_volumes[0].parent),
+                "output_dir": str(out / "coseg_cbct"),
+            },
+        ],
     }
     (tmp_path / "args.json").write_text(json.dumps(args), encoding="utf-8")
     work = tmp_path / "elsewhere"
@@ -331,17 +339,27 @@ def test_packaged_bundles_work_without_the_repository(source_bundle, sample_imag
     assert report["coseg_importable_at_start"] is False
     bundles = Path(args["bundle_dir"])
     # one coseg module, the vendored copy of the bundle put on the path last (first on sys.path), serves both
-    assert report["coseg_modules"] == [str(bundles / "coseg_histo_b" / "coseg" / "__init__.py")]
-    names = sorted(p.name for p in images.iterdir())
-    for name in ("coseg_histo", "coseg_histo_b"):
+    assert report["coseg_modules"] == [str(bundles / "coseg_cbct" / "coseg" / "__init__.py")]
+    for name in ("coseg_histo", "coseg_cbct"):
         seen = report["bundles"][name]
         assert seen["network_class"] == "CoSegPlusPlus"
         assert seen["weights_equal_model_pt"] is True
         assert seen["missing_properties"] == []
         assert seen["bundle_root"] == str(bundles / name), "a bundle resolved another bundle's folder"
-        for image in names:
-            stem = Path(image).stem
-            assert {f"{stem}_pred.png", f"{stem}_inst.tif", f"{stem}.geojson"} <= set(seen["outputs"])
+    histo_outputs = set(report["bundles"]["coseg_histo"]["outputs"])
+    for image in sorted(p.name for p in images.iterdir()):
+        stem = Path(image).stem
+        assert {f"{stem}_pred.png", f"{stem}_inst.tif", f"{stem}.geojson"} <= histo_outputs
+    cbct_seen = report["bundles"]["coseg_cbct"]
+    allowed = set(TOOTHFAIRY2_PRED_IDS)
+    for volume in cbct_volumes:
+        case = volume.name.removesuffix(".nii.gz")
+        assert {f"{case}_{k}.nii.gz" for k in ("semantic", "teeth", "toothfairy2")} <= set(cbct_seen["outputs"])
+        written = cbct_seen["volumes"][f"{case}_toothfairy2.nii.gz"]
+        reference = nib.load(volume)
+        assert written["shape"] == list(reference.shape)
+        np.testing.assert_allclose(written["affine"], reference.affine, atol=1e-6)
+        assert set(written["values"]) <= allowed
 
 
 @pytest.mark.slow

@@ -1,10 +1,13 @@
-"""MONAI Label 0.8.5 end to end: a real server with its ``monaibundle`` sample app and the packaged coseg_histo bundle.
+"""MONAI Label 0.8.5 end to end: a real server with its ``monaibundle`` sample app serving both packaged bundles,
+coseg_histo (2D) and coseg_cbct (3D), on one studies folder.
 
 Needs MONAI Label's own virtual environment (``integrations/monailabel/setup_venv.sh``; ``COSEG_MONAILABEL_VENV``
 names another one). Marked ``integration``: deselected by default, run by ``.ci/run`` with
 ``COSEG_REQUIRE_MONAILABEL=1``, which turns a missing environment into a failure instead of a skip.
 
-The studies are 48x64 (non-square) synthetic H&E images, so that a transposed or resized label cannot pass.
+The histology studies are 48x64 (non-square) synthetic H&E images, so that a transposed or resized label cannot
+pass; the CBCT study is a 44x54x20 phantom cropped off-centre with an LPS affine, so that a transposed, flipped or
+misplaced label volume cannot pass either.
 """
 
 from __future__ import annotations
@@ -24,15 +27,16 @@ import uuid
 import zipfile
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from coseg.bundle import export_bundle
+from coseg.bundle import TOOTHFAIRY2_PRED_IDS, export_bundle
 from coseg.data.label_codec import encode_class_map
 
-from .conftest import MICRO_OVERRIDES, REPO
+from .conftest import CBCT, CBCT_MICRO_OVERRIDES, MICRO_OVERRIDES, REPO, make_source_bundle, write_cbct_volumes
 
 pytestmark = pytest.mark.integration
 
@@ -87,9 +91,26 @@ def _png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _confident_cbct_bundle(dest: Path) -> Path:
+    """A coseg_cbct source bundle whose seeded, untrained micro model decides confidently: the 1x1 output
+    convolutions of its decoder heads are scaled by 20 and their biases zeroed. Its labels then follow the scan's
+    intensities (several regions and teeth on the phantom) instead of one class everywhere, so that comparing label
+    volumes can catch a flip or a shift."""
+    bundle = make_source_bundle(dest, bundle=CBCT)
+    state = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    for head in ("sem", "inst"):
+        weight, bias = f"decoder.heads.{head}.conv_s0.weight", f"decoder.heads.{head}.conv_s0.bias"
+        assert weight in state and bias in state, f"the micro model has no {weight}: update this test"
+        state[weight] *= 20.0
+        state[bias].zero_()
+    torch.save(state, bundle / "models" / "model.pt")
+    return bundle
+
+
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory, source_bundle, sample_images):
-    """The monaibundle app with the exported bundle in its model folder, studies, and per-study class-map labels."""
+    """The monaibundle app with both exported bundles in its model folder, studies (histology images and a CBCT
+    volume), and per-study class-map labels for the histology images."""
     _require_venv()
     work = tmp_path_factory.mktemp("monailabel")
     subprocess.run(
@@ -105,6 +126,9 @@ def deployment(tmp_path_factory, source_bundle, sample_images):
         zf.extractall(app / "model")
     bundle = app / "model" / "coseg_histo"
     shutil.copy(bundle / "models" / "model.pt", work / "initial_model.pt")
+    cbct_source = _confident_cbct_bundle(work / "cbct_source" / "coseg_cbct")
+    with zipfile.ZipFile(export_bundle(cbct_source, work / "dist", overrides=CBCT_MICRO_OVERRIDES)) as zf:
+        zf.extractall(app / "model")
 
     studies = work / "studies"
     studies.mkdir()
@@ -118,7 +142,16 @@ def deployment(tmp_path_factory, source_bundle, sample_images):
         maps = [np.asarray(Image.open(sample_images / item[k]))[:HEIGHT, :WIDTH] for k in ("label_sem", "label_inst")]
         types = np.asarray(Image.open(sample_images / item["label_type"]))[:HEIGHT, :WIDTH]
         labels[name] = encode_class_map(maps[0], maps[1], types, num_sem_classes=3)
-    return {"work": work, "app": app, "bundle": bundle, "studies": studies, "labels": labels}
+    volumes = write_cbct_volumes(studies, seeds=(0,))
+    return {
+        "work": work,
+        "app": app,
+        "bundle": bundle,
+        "cbct_bundle": app / "model" / "coseg_cbct",
+        "studies": studies,
+        "labels": labels,
+        "volumes": volumes,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +168,7 @@ def server(deployment):
         str(deployment["studies"]),
         "--conf",
         "models",
-        "coseg_histo",
+        "coseg_histo,coseg_cbct",
         "--conf",
         "zoo_source",
         "github",
@@ -178,20 +211,25 @@ def _server_log(deployment) -> str:
     return (deployment["work"] / "server.log").read_text(encoding="utf-8")[-6000:]
 
 
-def test_server_lists_the_bundle_with_its_classes(server):
+def test_server_lists_the_bundles_with_their_classes(server, deployment):
     _, _, body = _request(f"{server}/info/")
     info = json.loads(body)
     model = info["models"]["coseg_histo"]
     assert model["dimension"] == 2
     assert model["labels"] == {"tumour": 1, "stroma": 2, "tumour nucleus": 3, "til nucleus": 4, "other nucleus": 5}
     assert "coseg_histo" in info["trainers"]
+    cbct = info["models"]["coseg_cbct"]
+    assert cbct["dimension"] == 3
+    channel_def = json.loads((CBCT / "configs" / "metadata.json").read_text(encoding="utf-8"))["network_data_format"][
+        "outputs"
+    ]["pred"]["channel_def"]
+    assert cbct["labels"] == {v.lower(): int(k) for k, v in channel_def.items() if k != "0"}
+    assert cbct["labels"]["pharynx"] == 7 and cbct["labels"]["lower left first molar"] == 36
 
 
-@pytest.fixture(scope="module")
-def reference_pred(deployment):
-    """``inference.json`` of the packaged bundle through ``ConfigWorkflow`` in MONAI Label's environment (same torch),
-    on the same weights: the ``<name>_pred.png`` class maps a user gets without MONAI Label."""
-    out = deployment["work"] / "reference"
+def _reference(deployment, bundle: Path, weights: Path, out: Path) -> None:
+    """``inference.json`` of a packaged bundle through ``ConfigWorkflow`` in MONAI Label's environment (same torch),
+    on the studies folder and the given weights: what a user gets without MONAI Label."""
     script = (
         "import sys, warnings; warnings.simplefilter('ignore'); sys.path.insert(0, sys.argv[1]);"
         "from monai.bundle import ConfigWorkflow;"
@@ -199,7 +237,7 @@ def reference_pred(deployment):
         " logging_file=False, dataset_dir=sys.argv[2], output_dir=sys.argv[3], ckpt_path=sys.argv[4]);"
         "wf.initialize(); wf.run(); wf.finalize()"
     )
-    args = [deployment["bundle"], deployment["studies"], out, deployment["work"] / "initial_model.pt"]
+    args = [bundle, deployment["studies"], out, weights]
     proc = subprocess.run(
         [str(VENV / "bin" / "python"), "-c", script, *map(str, args)],
         env=_env(),
@@ -210,7 +248,24 @@ def reference_pred(deployment):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+@pytest.fixture(scope="module")
+def reference_pred(deployment):
+    """The ``<name>_pred.png`` class maps of the histology bundle's own inference on the initial weights."""
+    out = deployment["work"] / "reference"
+    _reference(deployment, deployment["bundle"], deployment["work"] / "initial_model.pt", out)
     return {p.name.removesuffix("_pred.png"): np.asarray(Image.open(p)) for p in out.glob("*_pred.png")}
+
+
+@pytest.fixture(scope="module")
+def reference_cbct(deployment):
+    """The ``<case>_toothfairy2.nii.gz`` label volumes of the CBCT bundle's own inference (written on the input's
+    grid by ``DentalInferenceWriter``, whose affine handling ``tests/bundles/test_cbct_bundle.py`` checks)."""
+    out = deployment["work"] / "reference_cbct"
+    bundle = deployment["cbct_bundle"]
+    _reference(deployment, bundle, bundle / "models" / "model.pt", out)
+    return {p.name.removesuffix("_toothfairy2.nii.gz"): p for p in out.glob("*_toothfairy2.nii.gz")}
 
 
 def test_infer_returns_the_bundle_class_map(server, deployment, reference_pred):
@@ -223,6 +278,27 @@ def test_infer_returns_the_bundle_class_map(server, deployment, reference_pred):
         assert label.shape == (HEIGHT, WIDTH), f"label shape {label.shape}, image {(HEIGHT, WIDTH)}"
         assert set(np.unique(label)) <= set(range(NUM_CLASSES))
         assert np.array_equal(label, reference_pred[name]), "MONAI Label's label differs from the bundle's own pred"
+
+
+def test_infer_returns_the_cbct_label_volume_on_the_input_grid(server, deployment, reference_cbct):
+    source = deployment["volumes"][0]
+    case = source.name.removesuffix(".nii.gz")
+    reference = np.asarray(nib.load(reference_cbct[case]).dataobj)
+    # the comparison below can fail: the bundle's own label volume is neither uniform nor symmetric
+    assert len(np.unique(reference)) >= 3
+    assert not any(np.array_equal(reference, np.flip(reference, axis)) for axis in range(3))
+
+    status, _, body = _request(f"{server}/infer/coseg_cbct?image={case}&output=image", method="POST", timeout=300)
+    assert status == 200, _server_log(deployment)
+    path = deployment["work"] / (f"infer_{case}.nii" + (".gz" if body[:2] == b"\x1f\x8b" else ""))
+    path.write_bytes(body)
+    label, image = nib.load(path), nib.load(source)
+    assert label.shape == image.shape, f"label {label.shape}, image {image.shape}"
+    np.testing.assert_allclose(label.affine, image.affine, atol=1e-4)
+    assert nib.aff2axcodes(label.affine) == nib.aff2axcodes(image.affine) == ("L", "P", "S")
+    values = np.asarray(label.dataobj)
+    assert set(np.unique(values).tolist()) <= set(TOOTHFAIRY2_PRED_IDS)
+    assert np.array_equal(values, reference), "MONAI Label's label volume differs from the bundle's own"
 
 
 def test_training_through_the_server_writes_a_checkpoint(server, deployment):
@@ -256,3 +332,23 @@ def test_training_through_the_server_writes_a_checkpoint(server, deployment):
     assert final["trainer"]["max_epochs"] == 2
     assert final["trainer"]["epoch_length"] == 2 and final["trainer"]["iteration"] == 4
     assert (models / "model.pt").stat().st_mtime_ns != before, "no best-metric model.pt after validation"
+
+
+def test_training_the_cbct_bundle_through_the_server_fails_and_writes_nothing(server, deployment):
+    """MONAI Label registers a trainer for every bundle with a train.json, but it hands over {image, label} pairs of
+    whole studies, and coseg_cbct trains on prepared 2D slices: not supported (docs/README.md, *MONAI Label*). The
+    request must fail rather than seem to train."""
+    models = deployment["cbct_bundle"] / "models"
+    before = sorted(p.name for p in models.iterdir())
+    params = {"max_epochs": 1, "val_split": 0.25, "multi_gpu": False, "device": "cpu", "pretrained": True}
+    _request(f"{server}/train/coseg_cbct", "POST", json.dumps(params).encode(), {"Content-Type": "application/json"})
+    deadline = time.monotonic() + 300
+    while True:
+        _, _, body = _request(f"{server}/train/")
+        task = json.loads(body)
+        if task.get("status") not in ("SUBMITTED", "QUEUED", "RUNNING"):
+            break
+        assert time.monotonic() < deadline, "the CBCT training request did not end in 5 minutes"
+        time.sleep(2)
+    assert task.get("status") == "ERROR", task
+    assert sorted(p.name for p in models.iterdir()) == before

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from coseg.bundle.export import _read_json, export_bundle, parse_override
-from coseg.bundle.metadata import check_class_map, check_metadata
+from coseg.bundle.metadata import check_metadata, config_class_problems
 from coseg.data.errors import InputFileError
 
 
@@ -48,13 +48,17 @@ def _check(bundle: Path) -> list[str]:
     meta_path = configs / "metadata.json"
     if not meta_path.is_file():
         raise InputFileError(bundle, "not a MONAI bundle folder: no configs/metadata.json")
-    meta = _read_json(meta_path)
-    problems = check_metadata(meta)
-    inference = configs / "inference.json"
-    if inference.is_file():
-        content = _read_json(inference)
-        if isinstance(content.get("sem_classes"), dict) and isinstance(content.get("inst_types"), dict):
-            problems += check_class_map(meta, content["sem_classes"], content["inst_types"])
+    parsed = {"metadata.json": _read_json(meta_path)}
+    for name in ("inference.json", "train.json"):
+        if (configs / name).is_file():
+            parsed[name] = _read_json(configs / name)
+    problems = check_metadata(parsed["metadata.json"])
+    try:
+        found = config_class_problems(parsed)
+    except ValueError as err:
+        raise InputFileError(configs / "inference.json", str(err)) from err
+    for name, issues in found.items():
+        problems += [f"configs/{name}: {issue}" for issue in issues]
     return problems
 
 

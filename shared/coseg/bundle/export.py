@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from coseg.bundle.metadata import check_class_map, check_metadata
+from coseg.bundle.metadata import check_metadata, config_class_problems
 from coseg.data.errors import InputFileError
 
 __all__ = [
@@ -192,16 +192,13 @@ def _check_weights(path: Path) -> None:
 
 
 def _check_classes(configs: Mapping[str, Any], meta_path: Path) -> None:
-    meta = configs["metadata.json"]
-    for name in ("inference.json", "train.json"):
-        content = configs.get(name)
-        if not isinstance(content, Mapping):
-            continue
-        sem, types = content.get("sem_classes"), content.get("inst_types")
-        if isinstance(sem, Mapping) and isinstance(types, Mapping):
-            problems = check_class_map(meta, sem, types)
-            if problems:
-                raise InputFileError(meta_path, f"disagrees with configs/{name}: " + "; ".join(problems))
+    try:
+        found = config_class_problems(configs)
+    except ValueError as err:
+        raise InputFileError(meta_path.parent / "inference.json", str(err)) from err
+    if found:
+        name, problems = next(iter(found.items()))
+        raise InputFileError(meta_path, f"disagrees with configs/{name}: " + "; ".join(problems))
 
 
 def _zip_entry(zf: zipfile.ZipFile, arcname: str, data: bytes, *, compress: bool = True) -> None:

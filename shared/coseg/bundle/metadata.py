@@ -3,6 +3,14 @@
 MONAI's ``verify_metadata`` validates against ``meta_schema_20240725.json`` fetched from the network. These checks
 cover what the schema requires plus what MONAI's own tools read from the file (``verify_net_in_out``, MONAI Label),
 so a bundle exported from this repository is known to load there.
+
+Two label schemes number the classes of a bundle's ``pred`` (declared by ``inference.json``'s ``pred_scheme``;
+``"class_map"`` when absent):
+
+- ``"class_map"`` (coseg_histo): the class map of :mod:`coseg.data.label_codec`, region ``k`` at ``k`` and object
+  type ``t`` at ``S - 1 + t``;
+- ``"toothfairy2"`` (coseg_cbct): ToothFairy2 ids, regions 1 lower jawbone, 2 upper jawbone, 7 pharynx
+  (:data:`coseg.data.cbct.TOOTHFAIRY2_REGION_IDS`) and one id per tooth, its FDI number (11-48), whatever its type.
 """
 
 from __future__ import annotations
@@ -11,9 +19,31 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from coseg.data.cbct import (
+    FDI_TEETH,
+    INSTANCE_TYPES,
+    SEMANTIC_CLASSES,
+    TOOTHFAIRY2_LABELS,
+    TOOTHFAIRY2_REGION_IDS,
+)
 from coseg.data.label_codec import class_map_names
 
-__all__ = ["REQUIRED_METADATA_KEYS", "check_metadata", "check_class_map", "expected_channel_def"]
+__all__ = [
+    "PRED_SCHEMES",
+    "REQUIRED_METADATA_KEYS",
+    "TOOTHFAIRY2_PRED_IDS",
+    "check_metadata",
+    "check_class_map",
+    "config_class_problems",
+    "expected_channel_def",
+    "pred_scheme",
+]
+
+#: label schemes of a bundle's ``pred`` (``inference.json``'s ``pred_scheme``)
+PRED_SCHEMES: tuple[str, ...] = ("class_map", "toothfairy2")
+
+#: the values a ``"toothfairy2"`` ``pred`` can hold, ascending: background, the region ids, the FDI teeth
+TOOTHFAIRY2_PRED_IDS: tuple[int, ...] = tuple(sorted({0, *TOOTHFAIRY2_REGION_IDS.values(), *FDI_TEETH}))
 
 #: top-level keys MONAI's metadata schema requires
 REQUIRED_METADATA_KEYS: tuple[str, ...] = (
@@ -107,53 +137,157 @@ def check_metadata(meta: Mapping[str, Any], *, require_name: bool = True) -> lis
     return problems
 
 
-def expected_channel_def(sem_classes: Mapping[Any, str], inst_types: Mapping[Any, str]) -> dict[str, str]:
-    """The ``pred`` ``channel_def`` a Co-Seg++ bundle with these classes must declare: the class map's names.
+def _check_scheme(scheme: str) -> None:
+    if scheme not in PRED_SCHEMES:
+        raise ValueError(f"scheme must be one of {PRED_SCHEMES}, got {scheme!r}")
+
+
+def expected_channel_def(
+    sem_classes: Mapping[Any, str], inst_types: Mapping[Any, str], *, scheme: str = "class_map"
+) -> dict[str, str]:
+    """The ``pred`` ``channel_def`` a Co-Seg++ bundle with these classes must declare.
 
     Args:
         sem_classes: ``{0: "background", 1: region, ...}`` (keys may be strings, as in JSON configs).
         inst_types: ``{0: "background", 1: type, ...}``.
+        scheme: ``"class_map"``: the class map's names, ``{"0": "background", "1": region 1, ..., str(S - 1 + t):
+            type t, ...}`` (:func:`class_map_names`); ``"toothfairy2"``: ``{"0": "background", "1": region 1,
+            "2": region 2, "7": region 3, "11": "Upper Right Central Incisor", ..., "48": ...}`` (region names from
+            ``sem_classes``, tooth names from ToothFairy2's ``dataset.json``). :func:`check_class_map` accepts names
+            that start with the expected one (``"TIL nucleus"`` for ``"TIL"``), in any letter case.
 
     Returns:
-        ``{"0": "background", "1": region 1, ..., str(S - 1 + t): type t, ...}`` (:func:`class_map_names`);
-        :func:`check_class_map` accepts object names that start with the type name (``"TIL nucleus"``).
+        ``{str(value): name}`` in ascending order of value.
+
+    Raises:
+        ValueError: an unknown scheme, or (``"toothfairy2"``) a region class that has no ToothFairy2 id.
     """
+    _check_scheme(scheme)
     sems = {int(k): str(v) for k, v in sem_classes.items()}
     types = {int(k): str(v) for k, v in inst_types.items()}
-    return class_map_names(sems, types)
+    if scheme == "class_map":
+        return class_map_names(sems, types)
+    unmapped = sorted(k for k in sems if k > 0 and k not in TOOTHFAIRY2_REGION_IDS)
+    if unmapped:
+        raise ValueError(
+            f"region classes {unmapped} have no ToothFairy2 id (the scheme maps {dict(TOOTHFAIRY2_REGION_IDS)})"
+        )
+    names = {value: name for name, value in TOOTHFAIRY2_LABELS.items()}
+    out = {0: sems.get(0, "background")}
+    out.update({TOOTHFAIRY2_REGION_IDS[k]: v for k, v in sems.items() if k > 0})
+    out.update({fdi: names[fdi] for fdi in FDI_TEETH})
+    return {str(k): out[k] for k in sorted(out)}
+
+
+def _toothfairy2_class_problems(sem_classes: Mapping[Any, str], inst_types: Mapping[Any, str]) -> list[str]:
+    """The toothfairy2 scheme is what :func:`coseg.data.volume.combined_toothfairy2` writes: its classes are fixed
+    (regions lower jawbone, upper jawbone, pharynx; teeth typed upper / lower by FDI quadrant)."""
+    problems = []
+    for what, given, fixed in (
+        ("sem_classes", sem_classes, SEMANTIC_CLASSES),
+        ("inst_types", inst_types, INSTANCE_TYPES),
+    ):
+        have = {int(k): str(v).lower() for k, v in given.items()}
+        if have != {k: v.lower() for k, v in fixed.items()}:
+            problems.append(
+                f"{what} is {dict(given)} but pred_scheme 'toothfairy2' writes the dental classes {dict(fixed)}"
+            )
+    return problems
 
 
 def check_class_map(
-    meta: Mapping[str, Any], sem_classes: Mapping[Any, str], inst_types: Mapping[Any, str]
+    meta: Mapping[str, Any],
+    sem_classes: Mapping[Any, str],
+    inst_types: Mapping[Any, str],
+    *,
+    scheme: str = "class_map",
 ) -> list[str]:
     """Problems between the class lists of a config and the ``pred`` ``channel_def`` of the metadata.
 
-    MONAI Label names its labels after ``channel_def``; the bundle's ``pred`` holds the class map of
-    :mod:`coseg.data.label_codec`. The two must list the same classes in the same order: region ``k`` at ``k``,
-    object type ``t`` at ``S - 1 + t`` (object names may carry a suffix such as ``" nucleus"``).
+    MONAI Label names its labels after ``channel_def``, and ``verify_net_in_out`` counts its channels. The bundle's
+    ``pred`` holds either the class map of :mod:`coseg.data.label_codec` (``scheme="class_map"``: region ``k`` at
+    ``k``, object type ``t`` at ``S - 1 + t``) or ToothFairy2 ids (``scheme="toothfairy2"``: regions at 1, 2, 7,
+    teeth at their FDI numbers; the config's classes must then be the dental ones). The metadata must list the same
+    values with matching names (:func:`expected_channel_def`).
 
     Args:
         meta: the parsed ``metadata.json``.
         sem_classes: the config's ``sem_classes``.
         inst_types: the config's ``inst_types``.
+        scheme: ``"class_map"`` or ``"toothfairy2"`` (:data:`PRED_SCHEMES`).
 
     Returns:
         One sentence per problem (empty when they agree).
+
+    Raises:
+        ValueError: an unknown scheme.
     """
+    _check_scheme(scheme)
     try:
         channel_def = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
     except (KeyError, TypeError):
         return ["network_data_format.outputs.pred.channel_def is missing"]
-    expected = expected_channel_def(sem_classes, inst_types)
+    if scheme == "toothfairy2":
+        problems = _toothfairy2_class_problems(sem_classes, inst_types)
+        if problems:
+            return problems
+        what = "ToothFairy2 ids of the dental classes (regions 1, 2, 7; teeth by FDI number)"
+    else:
+        what = f"class lists ({len(sem_classes)} region classes + {len(inst_types) - 1} object types)"
+    expected = expected_channel_def(sem_classes, inst_types, scheme=scheme)
     have = {str(k): str(v) for k, v in channel_def.items()}
-    problems = []
     if set(have) != set(expected):
-        problems.append(
-            f"pred.channel_def has channels {sorted(have, key=int)} but the class lists give "
-            f"{sorted(expected, key=int)} ({len(sem_classes)} region classes + {len(inst_types) - 1} object types)"
-        )
-        return problems
+        missing = sorted(set(expected) - set(have), key=int)
+        extra = sorted(set(have) - set(expected), key=int)
+        return [
+            f"pred.channel_def has channels {sorted(have, key=int)} but the {what} give {sorted(expected, key=int)}"
+            f" (missing {missing}, unexpected {extra})"
+        ]
+    problems = []
     for key, name in expected.items():
         if not have[key].lower().startswith(name.lower()):
-            problems.append(f"pred.channel_def[{key}] is {have[key]!r} but the class lists put {name!r} there")
+            problems.append(f"pred.channel_def[{key}] is {have[key]!r} but the {scheme} scheme puts {name!r} there")
     return problems
+
+
+def pred_scheme(inference: Mapping[str, Any]) -> str:
+    """The label scheme of ``pred`` that an ``inference.json`` declares: its ``pred_scheme``, ``"class_map"`` when
+    it has none.
+
+    Raises:
+        ValueError: a value that is not one of :data:`PRED_SCHEMES`.
+    """
+    scheme = inference.get("pred_scheme", "class_map") if isinstance(inference, Mapping) else "class_map"
+    if scheme not in PRED_SCHEMES:
+        raise ValueError(f"pred_scheme must be one of {PRED_SCHEMES}, got {scheme!r}")
+    return str(scheme)
+
+
+def config_class_problems(configs: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Check the class lists of a bundle's configs against its metadata's ``pred`` ``channel_def``.
+
+    Args:
+        configs: ``{file name: parsed content}`` of the bundle's ``configs/`` with ``"metadata.json"``; the class
+            lists (``sem_classes``, ``inst_types``) of ``inference.json`` and ``train.json`` are checked, both in
+            the scheme ``inference.json`` declares (:func:`pred_scheme`).
+
+    Returns:
+        ``{config file name: problems}`` for the configs that have problems.
+
+    Raises:
+        KeyError: no ``"metadata.json"`` in ``configs``.
+        ValueError: an unknown ``pred_scheme``.
+    """
+    meta = configs["metadata.json"]
+    scheme = pred_scheme(configs.get("inference.json", {}))
+    found: dict[str, list[str]] = {}
+    for name in ("inference.json", "train.json"):
+        content = configs.get(name)
+        if not isinstance(content, Mapping):
+            continue
+        sem, types = content.get("sem_classes"), content.get("inst_types")
+        if isinstance(sem, Mapping) and isinstance(types, Mapping):
+            problems = check_class_map(meta, sem, types, scheme=scheme)
+            if problems:
+                found[name] = problems
+    return found

@@ -1,19 +1,32 @@
-"""A single-tensor view of the Co-Seg++ network, for tools that expect ``network(image) -> tensor``.
+"""Single-tensor views of the Co-Seg++ bundles, for tools that expect ``network(image) -> tensor``.
 
 MONAI's ``verify_net_in_out`` (and TorchScript / ONNX export) call the network on a random input and read one tensor;
-Co-Seg++ returns a dict of task outputs. :class:`ClassMapProbabilities` turns that dict into the per-pixel probability
-of every class of the bundle's class map (:mod:`coseg.data.label_codec`): ``[background, region 1 .. region S-1,
-object type 1 .. object type T-1]``, the ``pred`` ``channel_def`` of the bundle's ``metadata.json``.
+Co-Seg++ returns a dict of task outputs.
+
+- :class:`ClassMapProbabilities` (coseg_histo) turns that dict into the per-pixel probability of every class of the
+  bundle's class map (:mod:`coseg.data.label_codec`): ``[background, region 1 .. region S-1, object type 1 .. object
+  type T-1]``, the ``pred`` ``channel_def`` of the bundle's ``metadata.json``.
+- :class:`LabelVolumeOneHot` (coseg_cbct) runs the whole volume pipeline (slicing, the 2D network, per-slice
+  post-processing, 3D tooth linking, FDI numbering) and one-hot encodes the resulting ``pred`` label volume over
+  the ToothFairy2 ids of ``channel_def``. No per-voxel probability exists for an FDI number (it is assigned to whole
+  3D teeth by a positional heuristic), so this view is exact but not differentiable; it checks the bundle's metadata
+  against what inference really produces, not the 2D network on its own (that is :class:`ClassMapProbabilities`
+  applied to normalised slices).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import torch
+from monai.data import MetaTensor
 from torch import nn
 
-from coseg.keys import OutputKeys
+from coseg.bundle.metadata import TOOTHFAIRY2_PRED_IDS
+from coseg.keys import DataKeys, OutputKeys
 
-__all__ = ["ClassMapProbabilities"]
+__all__ = ["ClassMapProbabilities", "LabelVolumeOneHot"]
 
 
 class ClassMapProbabilities(nn.Module):
@@ -85,3 +98,88 @@ class ClassMapProbabilities(nn.Module):
         regions = torch.softmax(sem.float(), dim=1) * (1.0 - p_obj)
         objects = torch.softmax(types[:, 1:].float(), dim=1) * p_obj
         return torch.cat([regions, objects], dim=1)
+
+
+class LabelVolumeOneHot(nn.Module):
+    """Wrap a 2D Co-Seg++ network and a volume inferer: ``(B, 1, I, J, K)`` volume -> ``(B, C, I, J, K)`` uint8
+    one-hot encoding of the ``pred`` label volume the bundle's inference produces.
+
+    Channel ``c`` is 1 where ``pred == channel_ids[c]``: with the default ids (background, the ToothFairy2 region ids
+    1, 2, 7 and the FDI teeth 11-48, :data:`coseg.bundle.metadata.TOOTHFAIRY2_PRED_IDS`), the 36 channels of the
+    coseg_cbct ``pred`` ``channel_def``, so that ``verify_net_in_out`` compares the metadata with the label set the
+    pipeline can really write. Exactly one channel is 1 at every voxel.
+
+    Args:
+        network: the 2D network (:class:`coseg.networks.CoSegPlusPlus`).
+        inferer: a callable ``inferer(volume, network) -> {pred_key: (1, 1, I, J, K) label volume, ...}`` that takes
+            one volume at a time (:class:`coseg.engines.VolumeSliceInferer`).
+        channel_ids: the label value of each output channel, all different; default
+            :data:`~coseg.bundle.metadata.TOOTHFAIRY2_PRED_IDS`.
+        pred_key: the inferer's output holding the label volume.
+
+    Raises:
+        TypeError: ``network`` is not an ``nn.Module`` or ``inferer`` is not callable.
+        ValueError: empty or repeated ``channel_ids``, or negative ids.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        inferer: Callable[..., Any],
+        *,
+        channel_ids: Sequence[int] | None = None,
+        pred_key: str = DataKeys.PRED,
+    ) -> None:
+        super().__init__()
+        if not isinstance(network, nn.Module):
+            raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}")
+        if not callable(inferer):
+            raise TypeError(f"inferer must be callable, got {type(inferer).__name__}")
+        ids = [int(i) for i in (TOOTHFAIRY2_PRED_IDS if channel_ids is None else channel_ids)]
+        if not ids or len(set(ids)) != len(ids) or min(ids) < 0:
+            raise ValueError(f"channel_ids must be distinct non-negative label values, got {list(channel_ids)}")
+        self.network = network
+        self.inferer = inferer
+        self.pred_key = pred_key
+        self.register_buffer("channel_ids", torch.tensor(ids, dtype=torch.int64), persistent=False)
+
+    def forward(self, volume: torch.Tensor) -> torch.Tensor:
+        """One-hot label volumes.
+
+        Args:
+            volume: ``(B, 1, I, J, K)`` volumes in the units the inferer expects (HU for CBCT). A
+                :class:`~monai.data.MetaTensor` carries each volume's affine, which decides the slicing axis; a plain
+                tensor is taken to lie on a 1 mm grid with RAS axes (identity affine).
+
+        Returns:
+            ``(B, C, I, J, K)`` uint8, ``C = len(channel_ids)``.
+
+        Raises:
+            ValueError: a volume that is not ``(B, 1, I, J, K)``, an inferer output without ``pred_key`` or of another
+                size, or a label value that is not one of ``channel_ids``.
+        """
+        if volume.ndim != 5 or volume.shape[1] != 1:
+            raise ValueError(f"expected (B, 1, I, J, K) volumes, got shape {tuple(volume.shape)}")
+        out = []
+        for b in range(volume.shape[0]):
+            item = volume[b : b + 1]
+            if not isinstance(item, MetaTensor):
+                item = MetaTensor(item, affine=torch.eye(4, dtype=torch.float64))
+            result = self.inferer(item, self.network)
+            if not isinstance(result, dict) or self.pred_key not in result:
+                raise ValueError(f"the inferer's output has no {self.pred_key!r} entry")
+            pred = result[self.pred_key]
+            pred = pred.as_tensor() if isinstance(pred, MetaTensor) else torch.as_tensor(pred)
+            if tuple(pred.shape[-3:]) != tuple(volume.shape[2:]) or pred.numel() != volume[0, 0].numel():
+                raise ValueError(
+                    f"{self.pred_key!r} must be one label volume of shape {tuple(volume.shape[2:])}, got "
+                    f"{tuple(pred.shape)}"
+                )
+            pred = pred.reshape(1, *volume.shape[2:])
+            ids = self.channel_ids.to(pred.device)
+            onehot = pred.to(torch.int64) == ids.view(-1, 1, 1, 1)
+            if not bool(onehot.any(0).all()):
+                unknown = sorted(set(torch.unique(pred).tolist()) - set(ids.tolist()))
+                raise ValueError(f"{self.pred_key!r} holds label values {unknown} that are not in channel_ids")
+            out.append(onehot.to(torch.uint8))
+        return torch.stack(out)
