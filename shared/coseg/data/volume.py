@@ -39,6 +39,7 @@ import logging
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -657,7 +658,10 @@ def _arch_midline(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     fallback = (float((x.min() + x.max()) / 2), float(y.max()))
     if len(x) < 3 or np.ptp(x) < 1e-6:
         return fallback
-    a, b, c = np.polyfit(x, y, 2)
+    with warnings.catch_warnings():
+        # few or nearly collinear teeth make the fit poorly conditioned: the checks below reject such fits
+        warnings.simplefilter("ignore", np.exceptions.RankWarning)
+        a, b, c = np.polyfit(x, y, 2)
     if a >= 0:
         return fallback
     apex = -b / (2 * a)
