@@ -25,12 +25,11 @@ def histo_dataset(tmp_path_factory) -> Path:
     return root
 
 
-def histo_overrides(dataset_dir: Path, work: Path, **extra) -> dict:
-    """Overrides that make the histology bundle train the micro model on 64x64 images, writing into ``work``."""
+def micro_overrides(dataset_dir: Path, work: Path | None = None, **extra) -> dict:
+    """Overrides that make a bundle train the micro model on 64x64 images quickly (no workers, no cache), writing
+    checkpoints and logs into ``work`` when given."""
     out = {
         "dataset_dir": str(dataset_dir),
-        "ckpt_dir": str(work / "models"),
-        "output_dir": str(work / "eval"),
         "model_preset": "micro",
         "patch_size": 64,
         "epochs": 1,
@@ -39,6 +38,8 @@ def histo_overrides(dataset_dir: Path, work: Path, **extra) -> dict:
         "num_workers": 0,
         "cache_rate": 0.0,
     }
+    if work is not None:
+        out.update({"ckpt_dir": str(work / "models"), "output_dir": str(work / "eval")})
     out.update(extra)
     return out
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from coseg.data.errors import InputFileError
 
-from .conftest import REPO, histo_overrides
+from .conftest import REPO, micro_overrides
 
 
 def _workflow(bundle, files, workflow_type, **overrides) -> ConfigWorkflow:
@@ -32,7 +32,7 @@ def _workflow(bundle, files, workflow_type, **overrides) -> ConfigWorkflow:
 def trained(histo_bundle, histo_dataset, tmp_path_factory):
     """One epoch of training; returns the work folder."""
     work = tmp_path_factory.mktemp("histo_train")
-    wf = _workflow(histo_bundle, ["train.json"], "train", **histo_overrides(histo_dataset, work))
+    wf = _workflow(histo_bundle, ["train.json"], "train", **micro_overrides(histo_dataset, work))
     assert wf.check_properties() == []
     wf.run()
     wf.finalize()
@@ -62,7 +62,7 @@ def test_training_resumes_exactly(histo_bundle, histo_dataset, trained):
         histo_bundle,
         ["train.json"],
         "train",
-        **histo_overrides(histo_dataset, trained, epochs=2, resume=True),
+        **micro_overrides(histo_dataset, trained, epochs=2, resume=True),
     )
     trainer = wf.parser.get_parsed_content("train#trainer")
     wf.run()
@@ -78,7 +78,7 @@ def test_training_resumes_exactly(histo_bundle, histo_dataset, trained):
 
 
 def test_evaluation_writes_the_paper_tables(histo_bundle, histo_dataset, trained):
-    wf = _workflow(histo_bundle, ["train.json", "evaluate.json"], "train", **histo_overrides(histo_dataset, trained))
+    wf = _workflow(histo_bundle, ["train.json", "evaluate.json"], "train", **micro_overrides(histo_dataset, trained))
     wf.run()
     out = trained / "eval" / "evaluation"
     summary = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
@@ -163,7 +163,7 @@ def test_labels_beyond_the_class_list_are_rejected(histo_bundle, histo_dataset, 
     lab = np.asarray(Image.open(bad / first)).copy()
     lab[lab > 0] = 7
     Image.fromarray(lab).save(bad / first)
-    wf = _workflow(histo_bundle, ["train.json"], "train", **histo_overrides(bad, tmp_path / "w"))
+    wf = _workflow(histo_bundle, ["train.json"], "train", **micro_overrides(bad, tmp_path / "w"))
     evaluator = wf.parser.get_parsed_content("validate#evaluator")
     with pytest.raises(Exception) as err:
         evaluator.run()
@@ -173,7 +173,7 @@ def test_labels_beyond_the_class_list_are_rejected(histo_bundle, histo_dataset, 
 
 def test_documented_command_line_trains(histo_dataset, tmp_path):
     """``python -m monai.bundle run training --config_file ...`` from the repository root, as the README says."""
-    overrides = histo_overrides(histo_dataset, tmp_path, val_interval=5)
+    overrides = micro_overrides(histo_dataset, tmp_path, val_interval=5)
     cmd = [
         sys.executable,
         "-m",

@@ -11,7 +11,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from tests.bundles.conftest import REPO, histo_overrides
+from tests.bundles.conftest import REPO, micro_overrides
 
 from .ddp import VAL_HANDLERS, assert_same, load, rank_metrics, recorder, torchrun
 
@@ -40,7 +40,7 @@ def ddp_dataset(tmp_path_factory):
 def _single_process_metrics(dataset, work) -> dict[str, float]:
     """evaluate.json in this process on ``work/models/model.pt`` (test split = validation split)."""
     configs = [str(CONFIGS / f) for f in ("train.json", "evaluate.json")]
-    overrides = histo_overrides(dataset, work, output_dir=str(work / "single"))
+    overrides = micro_overrides(dataset, work, output_dir=str(work / "single"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         wf = ConfigWorkflow(config_file=configs, workflow_type="train", logging_file=False, **overrides)
@@ -61,7 +61,7 @@ def test_training_on_two_processes(ddp_dataset, tmp_path):
         "train#trainer#train_handlers": "$coseg.engines.rank_zero_handlers(@train#handlers) + [@seen_recorder]",
         "validate#evaluator#val_handlers": VAL_HANDLERS,
     }
-    overrides = histo_overrides(ddp_dataset, tmp_path)
+    overrides = micro_overrides(ddp_dataset, tmp_path)
     torchrun([CONFIGS / c for c in ("train.json", "multi_gpu_train.json")], extra, overrides, tmp_path, "training")
 
     seen = [load(tmp_path / "record" / f"seen_rank{r}.json")["1"] for r in (0, 1)]
@@ -96,7 +96,7 @@ def test_evaluation_on_two_processes(ddp_dataset, tmp_path):
         "metrics_recorder": recorder("MetricsRecorder", tmp_path / "record"),
         "validate#evaluator#val_handlers": VAL_HANDLERS,
     }
-    overrides = histo_overrides(ddp_dataset, tmp_path, output_dir=str(tmp_path / "out"))
+    overrides = micro_overrides(ddp_dataset, tmp_path, output_dir=str(tmp_path / "out"))
     configs = [CONFIGS / c for c in ("train.json", "evaluate.json", "multi_gpu_evaluate.json")]
     torchrun(configs, extra, overrides, tmp_path, "evaluating")
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
+from ..bundles.conftest import micro_overrides
 from .conftest import CBCT
 from .ddp import VAL_HANDLERS, assert_same, close, load, rank_metrics, recorder, torchrun
 
@@ -43,22 +44,6 @@ def cbct_ddp_dataset(tmp_path_factory) -> Path:
     return root / "prepared"
 
 
-def _overrides(dataset: Path, work: Path, **extra) -> dict:
-    return {
-        "dataset_dir": str(dataset),
-        "ckpt_dir": str(work / "models"),
-        "output_dir": str(work / "eval"),
-        "model_preset": "micro",
-        "patch_size": 64,
-        "epochs": 1,
-        "batch_size": 2,
-        "val_interval": 1,
-        "num_workers": 0,
-        "cache_rate": 0.0,
-        **extra,
-    }
-
-
 def _workflow(files: list[str], workflow_type: str, **overrides) -> ConfigWorkflow:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -71,7 +56,7 @@ def _workflow(files: list[str], workflow_type: str, **overrides) -> ConfigWorkfl
 
 def _single_process_validation(dataset: Path, weights: Path, work: Path) -> dict[str, float]:
     """train.json's slice validation in this process, on ``weights``."""
-    wf = _workflow(["train.json"], "train", **_overrides(dataset, work))
+    wf = _workflow(["train.json"], "train", **micro_overrides(dataset, work))
     network = wf.parser.get_parsed_content("network")
     network.load_state_dict(torch.load(weights, weights_only=True))
     evaluator = wf.parser.get_parsed_content("validate#evaluator")
@@ -92,7 +77,7 @@ def test_slice_training_on_two_processes(cbct_ddp_dataset, tmp_path):
         "validate#evaluator#val_handlers": VAL_HANDLERS,
     }
     configs = [CONFIGS / c for c in ("train.json", "multi_gpu_train.json")]
-    torchrun(configs, extra, _overrides(cbct_ddp_dataset, tmp_path), tmp_path, "training")
+    torchrun(configs, extra, micro_overrides(cbct_ddp_dataset, tmp_path), tmp_path, "training")
 
     seen = [load(tmp_path / "record" / f"seen_rank{r}.json")["1"] for r in (0, 1)]
     train = {os.path.basename(i["image"]) for i in load(cbct_ddp_dataset / "datalist.json")["training"]}

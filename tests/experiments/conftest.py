@@ -8,23 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ..bundles.conftest import histo_bundle, histo_dataset  # noqa: F401  (fixtures shared with the bundle tests)
-
-
-def micro_overrides(dataset_dir: Path, **extra) -> dict:
-    """Command-line style overrides that train the micro model on 64x64 images quickly (no workers, no cache)."""
-    out = {
-        "model_preset": "micro",
-        "dataset_dir": str(dataset_dir),
-        "patch_size": 64,
-        "epochs": 1,
-        "batch_size": 2,
-        "val_interval": 1,
-        "num_workers": 0,
-        "cache_rate": 0.0,
-    }
-    out.update(extra)
-    return out
+from ..bundles.conftest import histo_bundle, histo_dataset, micro_overrides  # noqa: F401  (shared with the bundle tests)
 
 
 @pytest.fixture(scope="session")
