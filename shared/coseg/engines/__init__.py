@@ -26,6 +26,7 @@ from coseg.engines.handlers import (
     ProgressBar,
     TrainingCheckpointLoader,
     TrainingCheckpointSaver,
+    finish_distributed,
     loss_value,
     rank_zero_handlers,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "find_bundle_root",
     "histo_datalist",
     "image_datalist",
+    "finish_distributed",
     "loss_value",
     "metric_slug",
     "rank_zero_handlers",

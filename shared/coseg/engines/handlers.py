@@ -202,3 +202,15 @@ def rank_zero_handlers(handlers: list[Any] | None) -> list[Any]:
         return handlers
     writers = (CheckpointSaver, StatsHandler, TensorBoardStatsHandler, MetricsSaver, OverlayWriter, _IgniteProgressBar)
     return [h for h in handlers if not isinstance(h, writers)]
+
+
+def finish_distributed() -> None:
+    """End a ``torch.distributed`` run: wait until every rank is done (rank 0 may still be writing reports or
+    checkpoints), then destroy the process group. Destroying a Gloo group while a peer is still busy can abort
+    the faster process ("terminate called without an active exception"), so the barrier comes first.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

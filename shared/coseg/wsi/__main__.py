@@ -115,9 +115,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"{r.image}: {s.get('nuclei', 0)} nuclei ({counts}) -> {s.get('outputs', {}).get('geojson')}")
                 else:
                     print(f"{r.image}: stopped with {r.tiles_remaining} tile(s) left; run again to continue")
+        if started_group:
+            from coseg.engines import finish_distributed
+
+            finish_distributed()
         return 0
     finally:
-        if started_group:
+        # after a failure no barrier: the other ranks may never reach it
+        if started_group and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
 
