@@ -46,6 +46,8 @@ DATASETS = {
         "sem_classes": {"0": "background", "1": "gland"},
         "inst_types": {"0": "background", "1": "gland"},
         "magnification": 20,
+        # glands are far larger than nuclei: watershed settings for objects ~4x nucleus size, keep every piece
+        "postprocess": {"object_scale": 4.0, "keep_unmarked": True},
     },
 }
 
@@ -72,6 +74,7 @@ def main() -> None:
         "sem_classes": spec["sem_classes"],
         "inst_types": spec["inst_types"],
         "magnification": spec["magnification"],
+        **spec.get("postprocess", {}),
         "learning_rate": 3e-4,
         "batch_size": args.batch_size,
         "num_workers": 2,

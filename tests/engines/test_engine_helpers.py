@@ -99,3 +99,29 @@ def test_instances_typed_background_do_not_break_the_class_map():
     res = CoSegPostProcessd(num_sem_classes=2)(item)
     assert int(res[PredKeys.INST].max()) > 0 and int(res[PredKeys.TYPE].max()) == 0
     assert int(res[DataKeys.PRED].max()) == 0
+
+
+@pytest.mark.parametrize(
+    "bundle, config, item",
+    [
+        ("coseg_histo", "train.json", "validate#postprocessing"),
+        ("coseg_histo", "inference.json", "postprocessing"),
+        ("coseg_cbct", "train.json", "validate#postprocessing"),
+        ("coseg_cbct", "inference.json", "inferer"),
+    ],
+)
+def test_bundle_watershed_keys_reach_the_post_processing(bundle, config, item):
+    """``magnification``, ``object_scale`` and ``keep_unmarked`` of the real configs set the watershed."""
+    from monai.bundle import ConfigParser
+
+    from coseg.postprocess import watershed_settings
+
+    from ..conftest import REPO_ROOT
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO_ROOT / "bundles" / bundle / "configs" / config))
+    parser.update({"magnification": 20, "object_scale": 4.0, "keep_unmarked": True})
+    built = parser.get_parsed_content(item)
+    transforms = getattr(built, "transforms", [built])
+    (post,) = [t for t in transforms if hasattr(t, "watershed")]
+    assert post.watershed == watershed_settings(magnification=20, object_scale=4.0, keep_unmarked=True)

@@ -25,7 +25,7 @@ from coseg.engines.bundle import read_datalist
 from coseg.engines.inferers import FULL_RESOLUTION_OUTPUTS
 from coseg.engines.report import pct
 from coseg.engines.transforms import source_name
-from coseg.postprocess import WatershedParams, params_for_resolution, postprocess_outputs
+from coseg.postprocess import WatershedParams, postprocess_outputs, watershed_settings
 
 __all__ = [
     "CheckVolumed",
@@ -203,7 +203,8 @@ class VolumeSliceInferer(Inferer):
         batch_size: slices per network call.
         num_sem_classes: semantic classes incl. background (4: lower jawbone, upper jawbone, pharynx).
         magnification: scales the watershed settings (see :func:`coseg.postprocess.params_for_resolution`).
-        watershed: explicit watershed settings (overrides ``magnification``).
+        object_scale, keep_unmarked: object size and marker handling (:func:`coseg.postprocess.watershed_settings`).
+        watershed: explicit watershed settings (overrides the three above).
         sem_min_size: semantic regions smaller than this (pixels per slice) are absorbed by their neighbours.
         min_overlap, max_gap, merge_young, min_tooth_voxels: 3D tooth linking (see
             :func:`coseg.data.volume.link_instances_3d`).
@@ -218,6 +219,8 @@ class VolumeSliceInferer(Inferer):
         channels: str = "repeat",
         batch_size: int = 8,
         magnification: float | None = 40,
+        object_scale: float = 1.0,
+        keep_unmarked: bool = False,
         watershed: WatershedParams | None = None,
         sem_min_size: int = 16,
         min_overlap: float = 0.3,
@@ -228,8 +231,8 @@ class VolumeSliceInferer(Inferer):
         super().__init__()
         self.axis, self.size, self.window, self.channels = axis, int(size), tuple(window), channels
         self.batch_size = int(batch_size)
-        self.watershed = watershed or (
-            params_for_resolution(magnification=magnification) if magnification is not None else WatershedParams()
+        self.watershed = watershed or watershed_settings(
+            magnification=magnification, object_scale=object_scale, keep_unmarked=keep_unmarked
         )
         self.sem_min_size = int(sem_min_size)
         self.link = {"min_overlap": min_overlap, "max_gap": max_gap, "merge_young": merge_young}

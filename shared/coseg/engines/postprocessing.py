@@ -12,7 +12,7 @@ from monai.transforms import MapTransform
 
 from coseg.data.label_codec import encode_class_map
 from coseg.keys import DataKeys, OutputKeys
-from coseg.postprocess import WatershedParams, params_for_resolution, postprocess_outputs
+from coseg.postprocess import WatershedParams, postprocess_outputs, watershed_settings
 
 __all__ = ["CoSegPostProcessd", "PredKeys"]
 
@@ -52,7 +52,9 @@ class CoSegPostProcessd(MapTransform):
     Args:
         num_sem_classes: semantic classes incl. background (for the combined ``pred`` map).
         mpp, magnification: resolution of the images, to scale the watershed settings (neither: 40x settings).
-        watershed: explicit :class:`~coseg.postprocess.WatershedParams` (overrides mpp/magnification).
+        object_scale: objects are this many times larger than nuclei at that resolution (e.g. 4 for glands).
+        keep_unmarked: keep foreground pieces without a marker (see :class:`~coseg.postprocess.WatershedParams`).
+        watershed: explicit :class:`~coseg.postprocess.WatershedParams` (overrides the four above).
         sem_min_size: semantic regions smaller than this (pixels) are absorbed by their neighbours.
         with_contours: compute instance contours (needed for GeoJSON; skip for metrics only).
         meta_key: the item whose meta the outputs copy.
@@ -65,6 +67,8 @@ class CoSegPostProcessd(MapTransform):
         num_sem_classes: int,
         mpp: float | None = None,
         magnification: float | None = None,
+        object_scale: float = 1.0,
+        keep_unmarked: bool = False,
         watershed: WatershedParams | None = None,
         sem_min_size: int = 1,
         with_contours: bool = True,
@@ -74,9 +78,8 @@ class CoSegPostProcessd(MapTransform):
         super().__init__([OutputKeys.INST_BINARY], allow_missing_keys=False)
         self.num_sem_classes = int(num_sem_classes)
         if watershed is None:
-            no_resolution = mpp is None and magnification is None
-            watershed = (
-                WatershedParams() if no_resolution else params_for_resolution(mpp=mpp, magnification=magnification)
+            watershed = watershed_settings(
+                mpp=mpp, magnification=magnification, object_scale=object_scale, keep_unmarked=keep_unmarked
             )
         self.watershed = watershed
         self.sem_min_size = int(sem_min_size)

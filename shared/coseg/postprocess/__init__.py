@@ -3,7 +3,8 @@
 - :func:`postprocess_outputs`: the whole output dict (one image or a batch) to label maps and tables.
 - :func:`instances_from_outputs`, :func:`hv_watershed`, :func:`instance_table`: HoVer-Net's watershed and
   per-instance properties (type vote, centroid, box, area, contour) for one image.
-- :class:`WatershedParams`, :func:`params_for_resolution`: settings, 40x defaults scaled to other resolutions.
+- :class:`WatershedParams`, :func:`params_for_resolution`, :func:`watershed_settings`: settings, 40x defaults
+  scaled to other resolutions and object sizes.
 - :func:`semantic_map`, :func:`remove_small_regions`: argmax and small-region removal.
 - :mod:`coseg.postprocess.synthetic`: synthetic instance maps and perfect outputs for tests and benchmarks.
 
@@ -21,6 +22,7 @@ from coseg.postprocess.instances import (
     instance_table,
     instances_from_outputs,
     params_for_resolution,
+    watershed_settings,
 )
 from coseg.postprocess.semantic import remove_small_regions, semantic_map
 
@@ -38,4 +40,5 @@ __all__ = [
     "postprocess_outputs",
     "remove_small_regions",
     "semantic_map",
+    "watershed_settings",
 ]
