@@ -58,6 +58,11 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget (wall clock)")
     parser.add_argument("--work", default="/tmp/coseg_real_histo", help="scratch folder")
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="evaluate the checkpoint an earlier run left in --work again (e.g. after changing post-processing)",
+    )
     args = parser.parse_args()
     spec = DATASETS[args.dataset]
     work = Path(args.work) / args.dataset
@@ -80,23 +85,14 @@ def main() -> None:
         "num_workers": 2,
         "cache_rate": 1.0,
     }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        wf = ConfigWorkflow(
-            config_file=[str(BUNDLE / "train.json")], workflow_type="train", epochs=1000, val_interval=2, **common
-        )
-        wf.initialize()
-    trainer = wf.parser.get_parsed_content("train#trainer")
-    start = time.time()
-
-    @trainer.on(Events.ITERATION_COMPLETED)
-    def _budget(engine):
-        if time.time() - start > 60 * args.minutes:
-            engine.terminate()
-
-    wf.run()
-    train_seconds = time.time() - start
-    epochs, iterations = trainer.state.epoch, trainer.state.iteration
+    info_path = work / "train_info.json"
+    if args.evaluate_only:
+        if not info_path.is_file():
+            raise SystemExit(f"--evaluate-only: no finished run in {work} ({info_path.name} is missing)")
+    else:
+        info_path.unlink(missing_ok=True)
+        info_path.write_text(json.dumps(train(common, args.minutes), indent=2), encoding="utf-8")
+    info = json.loads(info_path.read_text(encoding="utf-8"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ev = ConfigWorkflow(
@@ -109,10 +105,8 @@ def main() -> None:
         "dataset": args.dataset,
         "source": str(spec["input"]),
         "preset": "tiny (Hiera-T encoder trained from scratch, 256 px)",
-        "train_minutes": round(train_seconds / 60, 1),
-        "epochs": epochs,
-        "iterations": iterations,
-        "batch_size": args.batch_size,
+        **info,
+        "postprocess": {"magnification": spec["magnification"], **spec.get("postprocess", {})},
         "test_images": summary["num_images"],
         "instance_per_type": summary["instance"]["per_image_mean"]["per_class"],
         "instance_overall": summary["instance"]["per_image_mean"]["overall"],
@@ -125,6 +119,31 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(result["tables_md"])
     print(f"written {out}")
+
+
+def train(overrides: dict, minutes: float) -> dict:
+    """Train through the bundle's ``train.json`` until ``minutes`` of wall clock have passed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wf = ConfigWorkflow(
+            config_file=[str(BUNDLE / "train.json")], workflow_type="train", epochs=1000, val_interval=2, **overrides
+        )
+        wf.initialize()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    start = time.time()
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _budget(engine):
+        if time.time() - start > 60 * minutes:
+            engine.terminate()
+
+    wf.run()
+    return {
+        "train_minutes": round((time.time() - start) / 60, 1),
+        "epochs": trainer.state.epoch,
+        "iterations": trainer.state.iteration,
+        "batch_size": overrides["batch_size"],
+    }
 
 
 if __name__ == "__main__":
