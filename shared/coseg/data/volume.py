@@ -648,6 +648,9 @@ def _centroids(labels: np.ndarray, ids: Sequence[int]) -> dict[int, np.ndarray]:
     return {i: sums[:, i] / counts[i] for i in ids if 0 < i < len(counts) and counts[i] > 0}
 
 
+# numpy 2 has it in numpy.exceptions only, numpy 1.x (MONAI Label's environment) at the top level only
+_RANK_WARNING = getattr(getattr(np, "exceptions", None), "RankWarning", None) or np.RankWarning
+
 def _arch_midline(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Midline point ``(x0, y0)`` of an arch from tooth centroids (x: RAS left-right, y: RAS anterior).
 
@@ -660,7 +663,7 @@ def _arch_midline(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         return fallback
     with warnings.catch_warnings():
         # few or nearly collinear teeth make the fit poorly conditioned: the checks below reject such fits
-        warnings.simplefilter("ignore", np.exceptions.RankWarning)
+        warnings.simplefilter("ignore", _RANK_WARNING)
         a, b, c = np.polyfit(x, y, 2)
     if a >= 0:
         return fallback
