@@ -111,7 +111,8 @@ def test_instances_typed_background_do_not_break_the_class_map():
     ],
 )
 def test_bundle_watershed_keys_reach_the_post_processing(bundle, config, item):
-    """``magnification``, ``object_scale`` and ``keep_unmarked`` of the real configs set the watershed."""
+    """``magnification``, ``object_scale``, ``keep_unmarked`` and ``watershed_normalisation`` (default: fixed) of the
+    real configs set the watershed."""
     from monai.bundle import ConfigParser
 
     from coseg.postprocess import watershed_settings
@@ -120,8 +121,12 @@ def test_bundle_watershed_keys_reach_the_post_processing(bundle, config, item):
 
     parser = ConfigParser()
     parser.read_config(str(REPO_ROOT / "bundles" / bundle / "configs" / config))
-    parser.update({"magnification": 20, "object_scale": 4.0, "keep_unmarked": True})
+    assert parser.get_parsed_content("watershed_normalisation") == "fixed"
+    parser.update(
+        {"magnification": 20, "object_scale": 4.0, "keep_unmarked": True, "watershed_normalisation": "image"}
+    )
     built = parser.get_parsed_content(item)
     transforms = getattr(built, "transforms", [built])
     (post,) = [t for t in transforms if hasattr(t, "watershed")]
-    assert post.watershed == watershed_settings(magnification=20, object_scale=4.0, keep_unmarked=True)
+    expected = watershed_settings(magnification=20, object_scale=4.0, keep_unmarked=True, normalisation="image")
+    assert post.watershed == expected

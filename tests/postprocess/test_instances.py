@@ -371,6 +371,27 @@ def test_watershed_settings_combine_resolution_object_size_and_markers():
         watershed_settings(keep_unmarked="yes")
 
 
+def test_fixed_normalisation_does_not_depend_on_the_context(pq):
+    """``normalisation="fixed"``: a crop's instances equal the whole image's there; per-image min-max differs."""
+    gt = random_ellipse_instances((192, 192), 60, radius_range=(4, 8), seed=5)
+    outputs = perfect_outputs(gt)
+    prob, hv = outputs[OutputKeys.INST_BINARY][1], outputs[OutputKeys.INST_HV]
+    # damp the HV maps as a weak network would: min-max per context then rescales them differently
+    hv = hv * np.linspace(0.3, 1.0, 192, dtype=np.float32)[None, None, :]
+    fixed = WatershedParams(normalisation="fixed")
+    whole = hv_watershed(prob, hv, params=fixed)
+    assert pq(gt, whole) >= 0.75
+    crop = np.s_[:, 40:150]
+    part = hv_watershed(prob[crop], hv[(slice(None),) + crop], params=fixed)
+    # objects that do not touch the crop border are found identically
+    inner = whole[crop]
+    touching = np.unique(np.concatenate([inner[:, 0], inner[:, -1]]))
+    keep = ~np.isin(inner, touching)
+    assert pq(np.where(keep, inner, 0), np.where(keep, part, 0)) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="normalisation"):
+        WatershedParams(normalisation="global")
+    assert WatershedParams(normalisation="fixed").scaled(0.5).normalisation == "fixed"
+
 def test_gland_settings_recover_real_glands(shared_dir, pq):
     """Perfect outputs of real GlaS gland labels (20x): nucleus settings lose glands, the gland settings do not."""
     from PIL import Image

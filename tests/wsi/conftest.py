@@ -74,7 +74,8 @@ def zero_hv_head(net: nn.Module) -> None:
 @pytest.fixture(scope="session")
 def trained_micro(shared_dir, tmp_path_factory) -> Path:
     """A micro Co-Seg++ trained for 150 steps on 64 px crops of CoNSeP tiles (object map, types, regions), HV head
-    zeroed (:func:`zero_hv_head`); its state dict file. About 10-20 s on two cores."""
+    zeroed (:func:`zero_hv_head`); its state dict file (``model_hv.pt`` beside it: the HV head as trained). About
+    10-20 s on two cores."""
     from coseg.losses import CoSegLoss
     from coseg.networks import CoSegPlusPlus
 
@@ -108,8 +109,10 @@ def trained_micro(shared_dir, tmp_path_factory) -> Path:
         loss.backward()
         opt.step()
         sched.step()
+    folder = tmp_path_factory.mktemp("micro")
+    torch.save(net.state_dict(), folder / "model_hv.pt")  # as trained, HV head included
     zero_hv_head(net)
-    path = tmp_path_factory.mktemp("micro") / "model.pt"
+    path = folder / "model.pt"
     torch.save(net.state_dict(), path)
     return path
 

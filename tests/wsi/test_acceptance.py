@@ -4,6 +4,8 @@ and whole-image inference (the bundle's path: ``CoSegSlidingWindowInferer`` over
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tifffile
@@ -23,19 +25,29 @@ TILE = 320  # tile borders every 320 px: through the CoNSeP tiles (256 px), not 
 
 
 @pytest.mark.slow
-def test_tiled_and_whole_image_inference_agree_on_real_tissue(shared_dir, trained_micro, tmp_path):
+@pytest.mark.parametrize(
+    "hv_head, normalisation",
+    [
+        ("zeroed", "image"),  # HoVer-Net's per-image watershed: objects from the object map alone
+        ("trained", "fixed"),  # the trained HV maps, context-free watershed (the bundles' default)
+    ],
+)
+def test_tiled_and_whole_image_inference_agree_on_real_tissue(
+    shared_dir, trained_micro, tmp_path, hv_head, normalisation
+):
     mosaic = consep_mosaic(shared_dir, 8, seed=11)
     assert mosaic.shape == (2048, 2048, 3)
     path = tmp_path / "mosaic.png"
     Image.fromarray(mosaic).save(path)
-    network = micro_network(trained_micro)
+    network = micro_network(trained_micro if hv_head == "zeroed" else trained_micro.with_name("model_hv.pt"))
+    params = dataclasses.replace(params_for_resolution(magnification=40), normalisation=normalisation)
 
     # the whole-image path of inference.json
     image = torch.from_numpy(mosaic).permute(2, 0, 1).contiguous().float()
     image = SAM2Normalized(keys="image")({"image": image})["image"]
     with torch.no_grad():
         outputs = micro_inferer(batch=32)(image[None], network)
-    whole = postprocess_outputs(outputs, params=params_for_resolution(magnification=40), with_contours=False)[0]
+    whole = postprocess_outputs(outputs, params=params, with_contours=False)[0]
     whole_inst = whole.inst_map
 
     result = WholeSlideInferer(
@@ -44,7 +56,7 @@ def test_tiled_and_whole_image_inference_agree_on_real_tissue(shared_dir, traine
         sem_classes=SEM_CLASSES,
         inst_types=INST_TYPES,
         output_dir=tmp_path / "out",
-        postprocessing=postprocessing(),
+        postprocessing=postprocessing(normalisation=normalisation),
         magnification=40,
         tile_size=TILE,
         output_tile=64,

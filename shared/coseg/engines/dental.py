@@ -203,8 +203,9 @@ class VolumeSliceInferer(Inferer):
         batch_size: slices per network call.
         num_sem_classes: semantic classes incl. background (4: lower jawbone, upper jawbone, pharynx).
         magnification: scales the watershed settings (see :func:`coseg.postprocess.params_for_resolution`).
-        object_scale, keep_unmarked: object size and marker handling (:func:`coseg.postprocess.watershed_settings`).
-        watershed: explicit watershed settings (overrides the three above).
+        object_scale, keep_unmarked, normalisation: object size, marker handling and context-free scaling
+            (:func:`coseg.postprocess.watershed_settings`).
+        watershed: explicit watershed settings (overrides the four above).
         sem_min_size: semantic regions smaller than this (pixels per slice) are absorbed by their neighbours.
         min_overlap, max_gap, merge_young, min_tooth_voxels: 3D tooth linking (see
             :func:`coseg.data.volume.link_instances_3d`).
@@ -221,6 +222,7 @@ class VolumeSliceInferer(Inferer):
         magnification: float | None = 40,
         object_scale: float = 1.0,
         keep_unmarked: bool = False,
+        normalisation: str = "image",
         watershed: WatershedParams | None = None,
         sem_min_size: int = 16,
         min_overlap: float = 0.3,
@@ -232,7 +234,10 @@ class VolumeSliceInferer(Inferer):
         self.axis, self.size, self.window, self.channels = axis, int(size), tuple(window), channels
         self.batch_size = int(batch_size)
         self.watershed = watershed or watershed_settings(
-            magnification=magnification, object_scale=object_scale, keep_unmarked=keep_unmarked
+            magnification=magnification,
+            object_scale=object_scale,
+            keep_unmarked=keep_unmarked,
+            normalisation=normalisation,
         )
         self.sem_min_size = int(sem_min_size)
         self.link = {"min_overlap": min_overlap, "max_gap": max_gap, "merge_young": merge_young}

@@ -54,7 +54,8 @@ class CoSegPostProcessd(MapTransform):
         mpp, magnification: resolution of the images, to scale the watershed settings (neither: 40x settings).
         object_scale: objects are this many times larger than nuclei at that resolution (e.g. 4 for glands).
         keep_unmarked: keep foreground pieces without a marker (see :class:`~coseg.postprocess.WatershedParams`).
-        watershed: explicit :class:`~coseg.postprocess.WatershedParams` (overrides the four above).
+        normalisation: ``"image"`` (HoVer-Net) or ``"fixed"`` (context-free; see :class:`~coseg.postprocess.WatershedParams`).
+        watershed: explicit :class:`~coseg.postprocess.WatershedParams` (overrides the five above).
         sem_min_size: semantic regions smaller than this (pixels) are absorbed by their neighbours.
         with_contours: compute instance contours (needed for GeoJSON; skip for metrics only).
         meta_key: the item whose meta the outputs copy.
@@ -69,6 +70,7 @@ class CoSegPostProcessd(MapTransform):
         magnification: float | None = None,
         object_scale: float = 1.0,
         keep_unmarked: bool = False,
+        normalisation: str = "image",
         watershed: WatershedParams | None = None,
         sem_min_size: int = 1,
         with_contours: bool = True,
@@ -79,7 +81,11 @@ class CoSegPostProcessd(MapTransform):
         self.num_sem_classes = int(num_sem_classes)
         if watershed is None:
             watershed = watershed_settings(
-                mpp=mpp, magnification=magnification, object_scale=object_scale, keep_unmarked=keep_unmarked
+                mpp=mpp,
+                magnification=magnification,
+                object_scale=object_scale,
+                keep_unmarked=keep_unmarked,
+                normalisation=normalisation,
             )
         self.watershed = watershed
         self.sem_min_size = int(sem_min_size)
