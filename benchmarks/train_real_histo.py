@@ -106,7 +106,11 @@ def main() -> None:
         "source": str(spec["input"]),
         "preset": "tiny (Hiera-T encoder trained from scratch, 256 px)",
         **info,
-        "postprocess": {"magnification": spec["magnification"], **spec.get("postprocess", {})},
+        "postprocess": {
+            "magnification": spec["magnification"],
+            **spec.get("postprocess", {}),
+            "watershed_normalisation": ev.parser.get_parsed_content("watershed_normalisation"),
+        },
         "test_images": summary["num_images"],
         "instance_per_type": summary["instance"]["per_image_mean"]["per_class"],
         "instance_overall": summary["instance"]["per_image_mean"]["overall"],
