@@ -123,9 +123,7 @@ def test_bundle_watershed_keys_reach_the_post_processing(bundle, config, item):
     parser.read_config(str(REPO_ROOT / "bundles" / bundle / "configs" / config))
     # histology tiles large images, so its default is context-free; CBCT post-processes whole slices
     assert parser.get_parsed_content("watershed_normalisation") == ("fixed" if bundle == "coseg_histo" else "image")
-    parser.update(
-        {"magnification": 20, "object_scale": 4.0, "keep_unmarked": True, "watershed_normalisation": "image"}
-    )
+    parser.update({"magnification": 20, "object_scale": 4.0, "keep_unmarked": True, "watershed_normalisation": "image"})
     built = parser.get_parsed_content(item)
     transforms = getattr(built, "transforms", [built])
     (post,) = [t for t in transforms if hasattr(t, "watershed")]

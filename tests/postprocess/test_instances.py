@@ -355,7 +355,6 @@ def test_scaled_params_recover_small_objects(pq):
     assert np.mean(scores["40x"]) <= 0.6
 
 
-
 def test_watershed_settings_combine_resolution_object_size_and_markers():
     base = params_for_resolution(magnification=20)
     assert watershed_settings() == WatershedParams()
@@ -392,6 +391,7 @@ def test_fixed_normalisation_does_not_depend_on_the_context(pq):
         WatershedParams(normalisation="global")
     assert WatershedParams(normalisation="fixed").scaled(0.5).normalisation == "fixed"
 
+
 def test_gland_settings_recover_real_glands(shared_dir, pq):
     """Perfect outputs of real GlaS gland labels (20x): nucleus settings lose glands, the gland settings do not."""
     from PIL import Image
@@ -413,6 +413,7 @@ def test_gland_settings_recover_real_glands(shared_dir, pq):
             scores[name].append(pq(gt, hv_watershed(prob, hv, params=params)))
     assert np.mean(scores["glands"]) >= 0.98
     assert np.mean(scores["nuclei"]) <= 0.9
+
 
 @pytest.mark.parametrize(
     "kwargs, match",

@@ -651,6 +651,7 @@ def _centroids(labels: np.ndarray, ids: Sequence[int]) -> dict[int, np.ndarray]:
 # numpy 2 has it in numpy.exceptions only, numpy 1.x (MONAI Label's environment) at the top level only
 _RANK_WARNING = getattr(getattr(np, "exceptions", None), "RankWarning", None) or np.RankWarning
 
+
 def _arch_midline(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Midline point ``(x0, y0)`` of an arch from tooth centroids (x: RAS left-right, y: RAS anterior).
 

@@ -206,8 +206,11 @@ def rank_zero_handlers(handlers: list[Any] | None) -> list[Any]:
 
 def finish_distributed() -> None:
     """End a ``torch.distributed`` run: wait until every rank is done (rank 0 may still be writing reports or
-    checkpoints), then destroy the process group. Destroying a Gloo group while a peer is still busy can abort
-    the faster process ("terminate called without an active exception"), so the barrier comes first.
+    checkpoints), then destroy the process group, so that no rank tears the group down under a busy peer.
+
+    It cannot release a group that something else still holds: a DDP wrapper keeps the Gloo group alive until
+    interpreter shutdown, where its threads can abort the process ("terminate called without an active
+    exception"); that is why the evaluation configs run the plain network.
     """
     import torch.distributed as dist
 

@@ -54,7 +54,8 @@ class CoSegPostProcessd(MapTransform):
         mpp, magnification: resolution of the images, to scale the watershed settings (neither: 40x settings).
         object_scale: objects are this many times larger than nuclei at that resolution (e.g. 4 for glands).
         keep_unmarked: keep foreground pieces without a marker (see :class:`~coseg.postprocess.WatershedParams`).
-        normalisation: ``"image"`` (HoVer-Net) or ``"fixed"`` (context-free; see :class:`~coseg.postprocess.WatershedParams`).
+        normalisation: ``"image"`` (HoVer-Net) or ``"fixed"`` (context-free); see
+            :class:`~coseg.postprocess.WatershedParams`.
         watershed: explicit :class:`~coseg.postprocess.WatershedParams` (overrides the five above).
         sem_min_size: semantic regions smaller than this (pixels) are absorbed by their neighbours.
         with_contours: compute instance contours (needed for GeoJSON; skip for metrics only).

@@ -65,9 +65,9 @@ logger = logging.getLogger(__name__)
 REFERENCE_MPP = 0.25
 """Pixel size (micrometres per pixel) the default :class:`WatershedParams` are meant for (40x scans)."""
 REFERENCE_MAGNIFICATION = 40.0
-
-NORMALISATIONS = ("image", "fixed")
 """Objective magnification the default :class:`WatershedParams` are meant for."""
+NORMALISATIONS = ("image", "fixed")
+"""Values of :attr:`WatershedParams.normalisation`: HoVer-Net's per-image min-max, or fixed ranges."""
 
 _FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 
