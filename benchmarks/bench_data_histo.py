@@ -3,9 +3,9 @@
 Run ``python benchmarks/bench_data_histo.py``; writes ``benchmarks/results/data_histo.json`` and prints a table.
 
 Rasterizers are compared side by side on the same polygons (a PUMA-like 1024^2 ROI made from a synthetic
-sample: its nuclei and tissue regions outlined with :func:`coseg.data.geojson.instances_to_features`):
+sample: its nuclei and tissue regions outlined with :func:`coseg.histo.geojson.instances_to_features`):
 
-- ``ours``: :func:`coseg.data.geojson.rasterize_instances` / ``rasterize_regions`` (pixel-centre rule, holes).
+- ``ours``: :func:`coseg.histo.geojson.rasterize_instances` / ``rasterize_regions`` (pixel-centre rule, holes).
 - ``skimage``: :func:`skimage.draw.polygon` per polygon (exterior only: no holes; its own centre rule).
 - ``cv2``: :func:`cv2.fillPoly` per polygon on integer-rounded vertices (paints boundary pixels).
 
@@ -25,7 +25,8 @@ import numpy as np
 import tifffile
 from skimage.draw import polygon as sk_polygon
 
-from coseg.data.geojson import (
+from coseg.data.label_codec import decode, encode
+from coseg.histo.geojson import (
     feature_polygons,
     instances_to_features,
     rasterize_instances,
@@ -33,9 +34,8 @@ from coseg.data.geojson import (
     regions_to_features,
     write_geojson,
 )
-from coseg.data.label_codec import decode, encode
-from coseg.data.prepare_histo import prepare_dataset
-from coseg.data.synthetic_histo import make_sample
+from coseg.histo.prepare import prepare_dataset
+from coseg.histo.synthetic import make_sample
 
 OUT = Path(__file__).resolve().parent / "results" / "data_histo.json"
 

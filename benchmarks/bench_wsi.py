@@ -49,11 +49,13 @@ from PIL import Image
 from torch import nn
 
 from coseg.constants import PIXEL_MEAN, PIXEL_STD
-from coseg.engines import CoSegPostProcessd, CoSegSlidingWindowInferer, FlattenEngineOutputd, SAM2Normalized
+from coseg.inferers import CoSegSlidingWindowInferer
 from coseg.keys import OutputKeys
 from coseg.losses import compute_hv_maps
 from coseg.metrics.instance import panoptic_quality
 from coseg.postprocess import params_for_resolution, postprocess_outputs
+from coseg.postprocess.transforms import CoSegPostProcessd
+from coseg.transforms import FlattenEngineOutputd, SAM2Normalized
 from coseg.wsi import TilePlan, WholeSlideInferer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,7 +70,7 @@ def mosaic(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
     grid = size // 256
     names = sorted((CONSEP / "images").glob("*.jpg"))
     if len(names) < grid * grid:
-        from coseg.data.synthetic_histo import make_sample
+        from coseg.histo.synthetic import make_sample
 
         sample = make_sample(size=min(size, 4096), seed=seed, nucleus_scale=4.0)
         return np.tile(sample["image"], (size // sample["image"].shape[0], size // sample["image"].shape[1], 1)), None

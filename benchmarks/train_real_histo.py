@@ -6,7 +6,7 @@
 Data: ``../shared/data/consep256/train`` (CoNSeP re-tiled to 256², 40x; nuclei typed other / inflammatory /
 epithelial / spindle; the semantic map is the nucleus foreground, as the converter derives it for nucleus-only
 data) or ``../shared/data/glas/train`` (GlaS, 20x; gland semantic map + gland instances from connected
-components). Both are converted with ``coseg.data.prepare_histo`` into a 7:1:2 split that keeps whole source
+components). Both are converted with ``coseg.histo.prepare`` into a 7:1:2 split that keeps whole source
 images together, trained through the bundle's real ``train.json`` (encoder from scratch: no SAM2 weights can be
 downloaded here) until the time budget runs out, then evaluated on the test split with ``evaluate.json``.
 Writes ``benchmarks/results/real_histo_<dataset>.json``. Not part of CI.
@@ -24,7 +24,7 @@ from pathlib import Path
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
-from coseg.data.prepare_histo import prepare_dataset
+from coseg.histo.prepare import prepare_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

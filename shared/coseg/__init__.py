@@ -1,17 +1,17 @@
 """Co-Seg++: mutual prompt-guided collaborative semantic and instance segmentation.
 
-Sub-packages (dependencies point one way: ops <- networks; losses, postprocess, metrics, data beside them;
-engines use all of them; the bundles only wire):
+Layers (imports point down, never up; the bundles' configs only wire):
 
-- :mod:`coseg.ops`          selective scan (mamba_ssm kernel on CUDA when installed, pure PyTorch otherwise)
-- :mod:`coseg.networks`     SAM2-Hiera image encoder with adapters, SSP-Encoder, MTC-Decoder, CoSegPlusPlus
-- :mod:`coseg.losses`       targets from label maps and the Co-Seg++ training objective
-- :mod:`coseg.postprocess`  instance maps from binary + HV outputs, semantic clean-up
-- :mod:`coseg.metrics`      Dice / mIoU / Hausdorff, AJI / PQ / F1 and their MONAI/ignite wrappers
-- :mod:`coseg.data`         dataset converters, readers and synthetic samples
-- :mod:`coseg.engines`      MONAI/ignite glue used by the bundle configs
-- :mod:`coseg.bundle`       exporting self-contained bundle packages, MONAI Label adapters
-- :mod:`coseg.wsi`          whole-slide / large-image inference (tiled, streamed, resumable, distributed)
+1. ground floor -- :mod:`coseg.io` (readers, the one atomic writer), :mod:`coseg.errors`, :mod:`coseg.keys`,
+   :mod:`coseg.constants` (SAM2 normalisation), :mod:`coseg.ops` (selective scan), :mod:`coseg.metrics`,
+   :mod:`coseg.data` (datalists, label codec, splits), :mod:`coseg.visualize` (overlays);
+2. model side -- :mod:`coseg.networks` (SAM2-Hiera encoder with adapters, SSP-Encoder, MTC-Decoder,
+   CoSegPlusPlus), :mod:`coseg.losses`, :mod:`coseg.postprocess`, :mod:`coseg.transforms` (input checks and
+   normalisation as MONAI transforms), :mod:`coseg.inferers`;
+3. domains -- :mod:`coseg.histo` (H&E formats, QuPath GeoJSON, synthetic sample, inference outputs, report) and
+   :mod:`coseg.dental` (ToothFairy2, slicing geometry, 3D teeth, FDI numbering, volume inference, report);
+4. glue and applications -- :mod:`coseg.engines` (generic MONAI/ignite glue), :mod:`coseg.wsi` (whole-slide
+   inference), :mod:`coseg.bundle` (packaging, MONAI Label), :mod:`coseg.experiments` (the paper's analyses).
 """
 
 __version__ = "0.1.0"
@@ -20,13 +20,21 @@ _SUBPACKAGES = (
     "bundle",
     "constants",
     "data",
+    "dental",
     "engines",
+    "errors",
+    "experiments",
+    "histo",
+    "inferers",
+    "io",
     "keys",
     "losses",
     "metrics",
     "networks",
     "ops",
     "postprocess",
+    "transforms",
+    "visualize",
     "wsi",
 )
 

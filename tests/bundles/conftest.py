@@ -18,7 +18,7 @@ def histo_bundle() -> Path:
 @pytest.fixture(scope="session")
 def histo_dataset(tmp_path_factory) -> Path:
     """A synthetic prepared histology dataset: 8 images of 64x64 (5 train, 1 validation, 2 test)."""
-    from coseg.data.synthetic_histo import write_synthetic_dataset
+    from coseg.histo.synthetic import write_synthetic_dataset
 
     root = tmp_path_factory.mktemp("histo_data") / "synthetic"
     write_synthetic_dataset(root, num_images=8, size=64, seed=3)

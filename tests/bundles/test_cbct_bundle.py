@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from monai.bundle import ConfigWorkflow
 
-from coseg.data.errors import InputFileError
+from coseg.errors import InputFileError
 
 from .conftest import REPO
 
@@ -34,8 +34,8 @@ def _workflow(files, workflow_type, **overrides) -> ConfigWorkflow:
 @pytest.fixture(scope="module")
 def cbct_dataset(tmp_path_factory) -> Path:
     """Five synthetic phantoms in ToothFairy2's layout, sliced to 64x64 (3 training, 1 validation, 1 test case)."""
-    from coseg.data.prepare_cbct import prepare_cbct
-    from coseg.data.synthetic_cbct import write_toothfairy2_like
+    from coseg.dental.prepare import prepare_cbct
+    from coseg.dental.synthetic import write_toothfairy2_like
 
     root = tmp_path_factory.mktemp("cbct")
     write_toothfairy2_like(root / "raw", num_cases=5, shape=(16, 64, 64), seed=2)
@@ -88,7 +88,7 @@ def test_volume_inference_writes_volumes_on_the_input_grid(trained, cbct_dataset
     _infer(trained, cbct_dataset / "prepared", out)  # a prepared dataset: its test cases' source volumes
     test_cases = json.loads((cbct_dataset / "prepared" / "datalist.json").read_text(encoding="utf-8"))["test"]
     case = test_cases[0]["case"]
-    from coseg.data.cbct import read_volume
+    from coseg.dental.volumes import read_volume
 
     ref = read_volume(cbct_dataset / "raw" / "imagesTr" / f"{case}_0000.mha")
     for kind in ("semantic", "teeth", "toothfairy2"):

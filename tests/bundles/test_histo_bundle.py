@@ -14,7 +14,7 @@ import torch
 from monai.bundle import ConfigWorkflow
 from PIL import Image
 
-from coseg.data.errors import InputFileError
+from coseg.errors import InputFileError
 
 from .conftest import REPO, micro_overrides
 
@@ -111,7 +111,7 @@ def _infer(histo_bundle, trained, inputs, work, **extra):
 
 
 def test_inference_writes_every_output_for_small_and_large_images(histo_bundle, trained, tmp_path):
-    from coseg.data.synthetic_histo import make_sample
+    from coseg.histo.synthetic import make_sample
 
     images = tmp_path / "images"
     images.mkdir()

@@ -9,15 +9,12 @@ from monai.data import MetaTensor
 from PIL import Image
 
 from coseg.data.label_codec import decode_class_map
-from coseg.engines import (
-    CoSegPostProcessd,
-    PredKeys,
-    find_bundle_root,
-    image_datalist,
-    validation_metrics,
-)
+from coseg.engines.config import find_bundle_root
+from coseg.engines.metrics import validation_metrics
+from coseg.histo.datalist import image_datalist
 from coseg.keys import DataKeys, OutputKeys
 from coseg.postprocess.synthetic import perfect_outputs, random_ellipse_instances
+from coseg.postprocess.transforms import CoSegPostProcessd, PredKeys
 
 
 def test_validation_metric_names_and_parts():

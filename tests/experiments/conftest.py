@@ -14,7 +14,7 @@ from ..bundles.conftest import histo_bundle, histo_dataset, micro_overrides  # n
 @pytest.fixture(scope="session")
 def second_dataset(tmp_path_factory) -> Path:
     """Another synthetic dataset (other seed; 5 training, 1 validation, 2 test images), an external test set."""
-    from coseg.data.synthetic_histo import write_synthetic_dataset
+    from coseg.histo.synthetic import write_synthetic_dataset
 
     root = tmp_path_factory.mktemp("external") / "synthetic"
     write_synthetic_dataset(root, num_images=8, size=64, seed=11)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from coseg.constants import PIXEL_MEAN, PIXEL_STD
-from coseg.data.errors import InputFileError
+from coseg.errors import InputFileError
 from coseg.experiments import attention_maps, heat_overlay, load_network, write_attention_figures
 from coseg.experiments.__main__ import main
 from coseg.keys import OutputKeys
@@ -27,7 +27,7 @@ def _micro(**kw) -> CoSegPlusPlus:
 
 @pytest.fixture(scope="module")
 def image() -> np.ndarray:
-    from coseg.data.synthetic_histo import make_sample
+    from coseg.histo.synthetic import make_sample
 
     return make_sample(size=96, seed=4)["image"][:70, :90].copy()  # not a multiple of 32
 

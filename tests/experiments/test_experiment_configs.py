@@ -116,7 +116,7 @@ def test_forwards_reach_the_network(histo_bundle, histo_dataset, tmp_path):
 
 
 def test_fractions_reach_the_data_loader_as_nested_subsets(histo_bundle, tmp_path):
-    from coseg.data.synthetic_histo import write_synthetic_dataset
+    from coseg.histo.synthetic import write_synthetic_dataset
 
     data = tmp_path / "twenty"
     write_synthetic_dataset(data, num_images=28, size=64, seed=5)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from coseg.engines import ValidationHistory, read_validation_history
+from coseg.engines.history import ValidationHistory, read_validation_history
 
 
 def _validation(epoch: int, metrics: dict) -> SimpleNamespace:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from coseg.data.errors import InputFileError
+from coseg.errors import InputFileError
 from coseg.experiments import load_experiment, parse_experiment
 from coseg.experiments.spec import experiment_path, spec_to_json
 

@@ -7,7 +7,7 @@ from dataclasses import astuple
 
 import pytest
 
-from coseg.data.errors import InputFileError
+from coseg.errors import InputFileError
 from coseg.experiments import paired_test, table_columns
 from coseg.experiments.tables import (
     compare_rows,

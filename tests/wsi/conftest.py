@@ -15,9 +15,11 @@ from PIL import Image
 from torch import nn
 
 from coseg.constants import PIXEL_MEAN, PIXEL_STD
-from coseg.engines import CoSegPostProcessd, CoSegSlidingWindowInferer, FlattenEngineOutputd
+from coseg.inferers import CoSegSlidingWindowInferer
 from coseg.keys import OutputKeys
 from coseg.losses import compute_hv_maps
+from coseg.postprocess.transforms import CoSegPostProcessd
+from coseg.transforms import FlattenEngineOutputd
 
 SEM_CLASSES = {0: "background", 1: "tissue"}
 INST_TYPES = {0: "background", 1: "nucleus"}

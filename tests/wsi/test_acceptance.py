@@ -12,10 +12,10 @@ import tifffile
 import torch
 from PIL import Image
 
-from coseg.data.geojson import load_features
-from coseg.engines import SAM2Normalized
+from coseg.histo.geojson import load_features
 from coseg.metrics.instance import panoptic_quality
 from coseg.postprocess import params_for_resolution, postprocess_outputs
+from coseg.transforms import SAM2Normalized
 from coseg.wsi import WholeSlideInferer
 
 from .conftest import INST_TYPES, SEM_CLASSES, consep_mosaic, micro_inferer, micro_network, postprocessing

@@ -18,7 +18,7 @@ import torch
 from monai.bundle import ConfigWorkflow
 from PIL import Image
 
-from coseg.wsi.bundle import parse_override, route_inputs
+from coseg.wsi.routing import parse_override, route_inputs
 
 from .conftest import write_pyramid
 
@@ -42,7 +42,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Path:
-    from coseg.data.synthetic_histo import make_sample
+    from coseg.histo.synthetic import make_sample
 
     folder = tmp_path_factory.mktemp("inputs")
     Image.fromarray(make_sample(size=64, seed=1)["image"]).save(folder / "small.png")

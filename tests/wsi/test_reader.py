@@ -8,7 +8,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from coseg.data.errors import InputFileError
+from coseg.errors import InputFileError
 from coseg.wsi.reader import SlideReader, TiledTiffFileWSIReader, WorkingImage, image_size
 
 from .conftest import write_pyramid

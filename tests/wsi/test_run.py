@@ -10,7 +10,7 @@ import tifffile
 from PIL import Image
 from scipy import ndimage
 
-from coseg.data.geojson import load_features
+from coseg.histo.geojson import load_features
 from coseg.postprocess import hv_watershed, params_for_resolution
 from coseg.postprocess.synthetic import random_ellipse_instances
 from coseg.wsi import WholeSlideInferer
@@ -175,7 +175,7 @@ def test_bad_settings_are_rejected(tmp_path, slide):
 
 
 def test_checkpoint_errors_name_the_file(tmp_path, slide):
-    from coseg.data.errors import InputFileError
+    from coseg.errors import InputFileError
 
     path, _ = slide
     with pytest.raises(InputFileError, match="does not exist"):

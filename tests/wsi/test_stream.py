@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from coseg.engines import SAM2Normalized
+from coseg.transforms import SAM2Normalized
 from coseg.wsi.stream import WindowStream
 from coseg.wsi.tiling import Box, TilePlan, contiguous_runs
 

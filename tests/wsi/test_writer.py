@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from coseg.data.geojson import feature_polygons, load_features, polygon_mask
+from coseg.histo.geojson import feature_polygons, load_features, polygon_mask
 from coseg.wsi.writer import draw_overlay, feature_writer, polygons_geometry, pyramid_shapes, write_label_pyramid
 
 

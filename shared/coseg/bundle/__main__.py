@@ -10,7 +10,7 @@ from pathlib import Path
 
 from coseg.bundle.export import _read_json, export_bundle, parse_override
 from coseg.bundle.metadata import check_metadata, config_class_problems
-from coseg.data.errors import InputFileError
+from coseg.errors import InputFileError
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from coseg.bundle.metadata import check_metadata, config_class_problems
-from coseg.data.errors import InputFileError
+from coseg.errors import InputFileError
 
 __all__ = [
     "VENDORED_FILE",

@@ -10,7 +10,7 @@ Two label schemes number the classes of a bundle's ``pred`` (declared by ``infer
 - ``"class_map"`` (coseg_histo): the class map of :mod:`coseg.data.label_codec`, region ``k`` at ``k`` and object
   type ``t`` at ``S - 1 + t``;
 - ``"toothfairy2"`` (coseg_cbct): ToothFairy2 ids, regions 1 lower jawbone, 2 upper jawbone, 7 pharynx
-  (:data:`coseg.data.cbct.TOOTHFAIRY2_REGION_IDS`) and one id per tooth, its FDI number (11-48), whatever its type.
+  (:data:`coseg.dental.labels.TOOTHFAIRY2_REGION_IDS`) and one id per tooth, its FDI number (11-48), whatever its type.
 """
 
 from __future__ import annotations
@@ -19,14 +19,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from coseg.data.cbct import (
-    FDI_TEETH,
-    INSTANCE_TYPES,
-    SEMANTIC_CLASSES,
-    TOOTHFAIRY2_LABELS,
-    TOOTHFAIRY2_REGION_IDS,
-)
 from coseg.data.label_codec import class_map_names
+from coseg.dental.labels import FDI_TEETH, INSTANCE_TYPES, SEMANTIC_CLASSES, TOOTHFAIRY2_LABELS, TOOTHFAIRY2_REGION_IDS
 
 __all__ = [
     "PRED_SCHEMES",
@@ -180,7 +174,7 @@ def expected_channel_def(
 
 
 def _toothfairy2_class_problems(sem_classes: Mapping[Any, str], inst_types: Mapping[Any, str]) -> list[str]:
-    """The toothfairy2 scheme is what :func:`coseg.data.volume.combined_toothfairy2` writes: its classes are fixed
+    """The toothfairy2 scheme is what :func:`coseg.dental.assemble.combined_toothfairy2` writes: its classes are fixed
     (regions lower jawbone, upper jawbone, pharynx; teeth typed upper / lower by FDI quadrant)."""
     problems = []
     for what, given, fixed in (

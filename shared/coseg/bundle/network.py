@@ -112,7 +112,7 @@ class LabelVolumeOneHot(nn.Module):
     Args:
         network: the 2D network (:class:`coseg.networks.CoSegPlusPlus`).
         inferer: a callable ``inferer(volume, network) -> {pred_key: (1, 1, I, J, K) label volume, ...}`` that takes
-            one volume at a time (:class:`coseg.engines.VolumeSliceInferer`).
+            one volume at a time (:class:`coseg.dental.inference.VolumeSliceInferer`).
         channel_ids: the label value of each output channel, all different; default
             :data:`~coseg.bundle.metadata.TOOTHFAIRY2_PRED_IDS`.
         pred_key: the inferer's output holding the label volume.

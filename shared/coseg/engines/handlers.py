@@ -13,11 +13,10 @@ from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar as _IgniteProgressBar
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
-from coseg.data.io import write_rgb
-from coseg.engines.postprocessing import PredKeys
-from coseg.engines.transforms import source_name
-from coseg.engines.visualize import denormalize, overlay
+from coseg.io import source_name, write_rgb
 from coseg.keys import DataKeys
+from coseg.postprocess.transforms import PredKeys
+from coseg.visualize import denormalize, overlay
 
 __all__ = [
     "rank_zero_handlers",
@@ -72,7 +71,7 @@ class OverlayWriter:
     """Write overlay PNGs (image | prediction | ground truth) for the first ``num_images`` items of each run.
 
     Attach it to an evaluator whose post-processing produced ``pred_sem``/``pred_inst``/``pred_type`` (see
-    :class:`coseg.engines.postprocessing.CoSegPostProcessd`); files go to
+    :class:`coseg.postprocess.transforms.CoSegPostProcessd`); files go to
     ``output_dir/epoch_<e>/<image name>.png`` (``epoch`` is the trainer's epoch when run by a
     ``ValidationHandler``).
 

@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
 
+from coseg.io import write_json
+
 __all__ = ["ValidationHistory", "read_validation_history"]
 
 logger = logging.getLogger(__name__)
@@ -82,12 +84,7 @@ class ValidationHistory:
         return out
 
     def _write(self) -> None:
-        folder = os.path.dirname(os.path.abspath(self.filename))
-        os.makedirs(folder, exist_ok=True)
-        tmp = self.filename + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"format": HISTORY_FORMAT, "epochs": self._records}, f, indent=1)
-        os.replace(tmp, self.filename)
+        write_json(self.filename, {"format": HISTORY_FORMAT, "epochs": self._records}, indent=1)
 
 
 def read_validation_history(filename: str | os.PathLike) -> dict[str, list[float]]:

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 from monai.handlers import IgniteMetricHandler, from_engine
 
-from coseg.engines.postprocessing import PredKeys
 from coseg.metrics import InstanceMetric, SemanticMetric
+from coseg.postprocess.transforms import PredKeys
 
 __all__ = ["validation_metrics", "metric_slug"]
 

@@ -55,7 +55,7 @@ def _bundle(path: str | None) -> Path:
         if not (root / "configs" / "train.json").is_file():
             raise FileNotFoundError(f"{root}: not a bundle (no configs/train.json)")
         return root
-    from coseg.engines.bundle import find_bundle_root
+    from coseg.engines.config import find_bundle_root
 
     return Path(find_bundle_root("coseg_histo"))
 

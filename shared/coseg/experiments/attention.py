@@ -33,8 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from coseg.constants import PIXEL_MEAN, PIXEL_STD
-from coseg.data.io import atomic_write_path, read_rgb, write_rgb
+from coseg.constants import normalize
+from coseg.io import atomic_write_path, read_rgb, write_rgb
 from coseg.keys import OutputKeys
 
 __all__ = ["MAP_NAMES", "attention_maps", "heat_overlay", "load_network", "run_attention", "write_attention_figures"]
@@ -98,10 +98,7 @@ def attention_maps(
     Hp, Wp = -(-H // div) * div, -(-W // div) * div
     padded = np.full((Hp, Wp, 3), pad_value, np.uint8)
     padded[:H, :W] = image
-    x = torch.from_numpy(padded).permute(2, 0, 1).float().div_(255.0)
-    mean = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
-    std = torch.tensor(PIXEL_STD).view(3, 1, 1)
-    x = ((x - mean) / std).unsqueeze(0).to(device)
+    x = normalize(torch.from_numpy(padded).permute(2, 0, 1)).unsqueeze(0).to(device)
     was_training = network.training
     network.eval()
     try:
@@ -247,7 +244,7 @@ def run_attention(
     """:func:`attention_maps` and :func:`write_attention_figures` for image files (stem = file name stem).
 
     Raises:
-        InputFileError: an unreadable or non-RGB image (from :func:`coseg.data.io.read_rgb`).
+        InputFileError: an unreadable or non-RGB image (from :func:`coseg.io.read_rgb`).
         ValueError: two images with the same stem.
     """
     stems = [Path(p).stem for p in images]

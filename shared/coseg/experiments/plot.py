@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from coseg.data.io import write_rgb
+from coseg.io import write_rgb
 
 __all__ = ["Series", "Panel", "draw_line_plot", "nice_ticks"]
 

@@ -51,6 +51,7 @@ from coseg.experiments.tables import (
     table_csv,
     table_markdown,
 )
+from coseg.io import write_json, write_text
 
 __all__ = [
     "CHECKPOINTS",
@@ -281,14 +282,14 @@ def prepare_output(spec: ExperimentSpec, settings: ExperimentSettings, plans: Se
                     "pass --force to retrain it or choose another --output"
                 )
         plan.run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(plan.run_dir / "train_args.json", plan.train_args)
-        _write_json(plan.run_dir / "evaluate_args.json", plan.evaluate_args)
+        write_json(plan.run_dir / "train_args.json", plan.train_args)
+        write_json(plan.run_dir / "evaluate_args.json", plan.evaluate_args)
     runs = {(p.row.id, p.seed): str(p.run_dir.relative_to(out)) for p in plans}
     if record.is_file() and not settings.force:  # rows run earlier into this folder stay listed
         for r in json.loads(record.read_text(encoding="utf-8")).get("runs", []):
             runs.setdefault((r["row"], r["seed"]), r["dir"])
     listed = [{"row": row, "seed": seed, "dir": d} for (row, seed), d in sorted(runs.items())]
-    _write_json(record, {"experiment": spec_to_json(spec), "settings": settings.to_json(), "runs": listed})
+    write_json(record, {"experiment": spec_to_json(spec), "settings": settings.to_json(), "runs": listed})
 
 
 def _check_validation_runs(plan: RunPlan) -> None:
@@ -437,7 +438,7 @@ def run_experiment(
         t_train = train_run(plan, settings)
         logger.info("%s seed %d: testing", plan.row.id, plan.seed)
         t_eval = evaluate_run(plan, settings)
-        _write_json(
+        write_json(
             plan.run_dir / "run.json",
             {"status": "finished", "train_seconds": round(t_train, 2), "evaluate_seconds": round(t_eval, 2)},
         )
@@ -518,8 +519,8 @@ def _write_tables(
     comparisons: list[Comparison],
 ) -> dict[str, Path]:
     files = {"table_csv": out / "table.csv", "table_md": out / "table.md", "runs_csv": out / "runs.csv"}
-    _write_text(files["table_csv"], table_csv(summaries, columns))
-    _write_text(files["runs_csv"], runs_csv(runs, columns))
+    write_text(files["table_csv"], table_csv(summaries, columns))
+    write_text(files["runs_csv"], runs_csv(runs, columns))
     md = table_markdown(
         title=spec.title,
         summaries=summaries,
@@ -529,10 +530,10 @@ def _write_tables(
         compare=spec.compare,
         notes=_notes(spec, settings),
     )
-    _write_text(files["table_md"], md)
+    write_text(files["table_md"], md)
     if spec.compare and comparisons:
         files["significance_csv"] = out / "significance.csv"
-        _write_text(files["significance_csv"], comparisons_csv(comparisons, *spec.compare, columns))
+        write_text(files["significance_csv"], comparisons_csv(comparisons, *spec.compare, columns))
     return files
 
 
@@ -566,7 +567,7 @@ def _write_plot(
             logger.warning("no validation_history.json in the runs: no curves plotted")
             return {}
         curves_csv = out / (Path(plot.file).stem + ".csv")
-        _write_text(curves_csv, csv_text(["row", "seed", "epoch", "metric", "value"], lines))
+        write_text(curves_csv, csv_text(["row", "seed", "epoch", "metric", "value"], lines))
         labels = {r.id: r.label for r in spec.rows}
         for p in plot.panels:
             metric = p.series[0]
@@ -612,14 +613,3 @@ def _nanstat(values: np.ndarray, stat: str) -> float:
 
 def _num(v: float) -> str:
     return "" if math.isnan(v) else f"{v:.6g}"
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, content: Any) -> None:
-    _write_text(path, json.dumps(content, indent=2, ensure_ascii=False) + "\n")

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from coseg.data.errors import InputFileError
+from coseg.errors import InputFileError
 
 __all__ = [
     "EXPERIMENTS_FOLDER",

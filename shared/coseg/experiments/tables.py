@@ -1,7 +1,7 @@
 """Tables of an experiment: columns from the evaluation reports, mean ± std over seeds, paired tests, CSV and
 Markdown.
 
-Every number comes from the ``per_image.csv`` that :class:`coseg.engines.EvaluationReport` writes for the test split
+Every number comes from the ``per_image.csv`` that :class:`coseg.histo.EvaluationReport` writes for the test split
 of each run. A column's value for one run is the mean over the test images where it is defined (NaN images, e.g. a
 class present on neither side, are skipped: the report's ``per_image_mean`` reduction). The ``mean`` columns are the
 mean over a group's classes of each image, then over images. A row's cell is the mean over seeds ± the sample
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from coseg.data.errors import InputFileError
 from coseg.engines.metrics import metric_slug
+from coseg.errors import InputFileError
 from coseg.experiments.stats import PairedTest, paired_test
 
 __all__ = [

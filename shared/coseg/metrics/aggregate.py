@@ -25,6 +25,7 @@ from .instance import INSTANCE_METRICS, InstanceStats
 from .semantic import SemanticStats
 
 __all__ = [
+    "pct",
     "nanmean",
     "reduce_instance_stats",
     "InstanceAccumulator",
@@ -259,3 +260,8 @@ class SemanticAccumulator:
     def compute_all(self) -> dict[str, dict[str, Any]]:
         """Both reductions: ``{"per_image_mean": ..., "pooled": ...}``."""
         return {r: self.compute(r) for r in ("per_image_mean", "pooled")}
+
+
+def pct(v: Any) -> float | None:
+    """A fraction as a rounded percentage; ``None`` for undefined values."""
+    return None if v is None or not math.isfinite(float(v)) else round(100.0 * float(v), 2)

@@ -6,6 +6,7 @@
 - :class:`WatershedParams`, :func:`params_for_resolution`, :func:`watershed_settings`: settings, 40x defaults
   scaled to other resolutions and object sizes.
 - :func:`semantic_map`, :func:`remove_small_regions`: argmax and small-region removal.
+- :class:`CoSegPostProcessd`: all of it as a MONAI dictionary transform for the bundles' evaluators.
 - :mod:`coseg.postprocess.synthetic`: synthetic instance maps and perfect outputs for tests and benchmarks.
 
 Nothing here imports a network or a loss.
@@ -25,8 +26,11 @@ from coseg.postprocess.instances import (
     watershed_settings,
 )
 from coseg.postprocess.semantic import remove_small_regions, semantic_map
+from coseg.postprocess.transforms import CoSegPostProcessd, PredKeys
 
 __all__ = [
+    "CoSegPostProcessd",
+    "PredKeys",
     "REFERENCE_MAGNIFICATION",
     "REFERENCE_MPP",
     "InstanceResult",

@@ -8,12 +8,12 @@
 - :mod:`coseg.wsi.merge`: per-tile post-processing and the union-find merge of pieces across tile borders.
 - :mod:`coseg.wsi.writer`: pyramidal label TIFFs, streamed GeoJSON, overlay.
 - :mod:`coseg.wsi.tissue`: tissue detection to skip empty glass.
-- :mod:`coseg.wsi.bundle`: routing of large inputs in the bundle and building the inferer from a bundle config.
+- :mod:`coseg.wsi.routing`: routing of large inputs in the bundle and building the inferer from a bundle config.
 """
 
-from coseg.wsi.bundle import InputRoute, route_inputs, run_inference, wsi_inferer_from_bundle
 from coseg.wsi.merge import MergeResult, TileRecord, merge_tiles, process_tile, reduce_outputs
 from coseg.wsi.reader import LevelInfo, SlideReader, TiledTiffFileWSIReader, WorkingImage, image_size
+from coseg.wsi.routing import InputRoute, route_inputs, run_inference, wsi_inferer_from_bundle
 from coseg.wsi.run import SlideResult, WholeSlideInferer, load_network_weights
 from coseg.wsi.stream import WindowStream
 from coseg.wsi.tiling import Box, TilePlan, WindowGrid, contiguous_runs, split_among_ranks, window_grid

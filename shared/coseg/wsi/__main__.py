@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
-from coseg.wsi.bundle import list_images, parse_override, wsi_inferer_from_bundle
+from coseg.wsi.routing import list_images, parse_override, wsi_inferer_from_bundle
 
 __all__ = ["main", "build_parser"]
 
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         bundle = args.bundle
         if bundle is None:
-            from coseg.engines import find_bundle_root
+            from coseg.engines.config import find_bundle_root
 
             bundle = find_bundle_root("coseg_histo")
         overrides = dict(parse_override(o) for o in args.config_override)
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else:
                     print(f"{r.image}: stopped with {r.tiles_remaining} tile(s) left; run again to continue")
         if started_group:
-            from coseg.engines import finish_distributed
+            from coseg.engines.handlers import finish_distributed
 
             finish_distributed()
         return 0

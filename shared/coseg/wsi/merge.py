@@ -20,7 +20,7 @@ the largest object).
 
 Coordinates are region pixels (see :mod:`coseg.wsi.tiling`): ``x`` the column, ``y`` the row. Centroids and
 boxes follow :class:`coseg.postprocess.InstanceTable` (pixel centres at integers, box maxima exclusive);
-polygons follow :mod:`coseg.data.geojson` (pixel edges, exact under re-rasterisation).
+polygons follow :mod:`coseg.histo.geojson` (pixel edges, exact under re-rasterisation).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from coseg.data.geojson import mask_to_polygons
-from coseg.data.io import atomic_write_path
+from coseg.histo.geojson import mask_to_polygons
+from coseg.io import atomic_write_path
 from coseg.keys import OutputKeys
 from coseg.postprocess import WatershedParams, hv_watershed, remove_small_regions
 from coseg.postprocess._inputs import object_probability
@@ -607,7 +607,7 @@ def group_polygons(
         pieces: ``(mask (h, w) bool, x0, y0)`` of each piece, region pixels.
 
     Returns:
-        polygons as :func:`coseg.data.geojson.mask_to_polygons` gives them.
+        polygons as :func:`coseg.histo.geojson.mask_to_polygons` gives them.
     """
     x0 = min(x for _, x, _ in pieces)
     y0 = min(y for _, _, y in pieces)
@@ -621,7 +621,7 @@ def group_polygons(
 
 def _outline(mask: np.ndarray, x0: int, y0: int) -> list[Polygon]:
     """Outer outline of an object's pixels (holes filled, as HoVer-Net's contours): pixel-exact polygons
-    (:func:`coseg.data.geojson.mask_to_polygons`), without the hole-to-region matching that is quadratic in the
+    (:func:`coseg.histo.geojson.mask_to_polygons`), without the hole-to-region matching that is quadratic in the
     number of holes (a poor prediction can leave blobs with thousands)."""
     return mask_to_polygons(ndimage.binary_fill_holes(mask), offset=(float(x0), float(y0)))
 

@@ -8,7 +8,7 @@
 - :class:`SlideReader`: one input file: its pyramid levels (size, downsample, microns per pixel) and region reads.
   Backends: ``"tifffile"`` (the reader above; TIFF, SVS, NDPI, OME-TIFF), ``"openslide"`` / ``"cucim"`` (MONAI's
   ``WSIReader`` with that backend, when installed) and ``"pil"`` (PNG, JPEG, BMP and plain TIFFs, read whole with
-  :func:`coseg.data.io.read_rgb`).
+  :func:`coseg.io.read_rgb`).
 - :class:`WorkingImage`: the input at the working resolution (a level, optionally resampled to a target
   microns-per-pixel), restricted to a region of interest: the image the network sees.
 
@@ -35,8 +35,8 @@ import tifffile
 from monai.data import TiffFileWSIReader, WSIReader
 from PIL import Image
 
-from coseg.data.errors import InputFileError
-from coseg.data.io import read_rgb
+from coseg.errors import InputFileError
+from coseg.io import read_rgb
 
 __all__ = [
     "LevelInfo",

@@ -50,12 +50,9 @@ from monai.transforms import Compose, LoadImage, LoadImaged
 from PIL import Image
 from tqdm import tqdm
 
-from coseg.data.errors import InputFileError
-from coseg.data.io import atomic_write_path
-from coseg.engines.inferers import FULL_RESOLUTION_OUTPUTS
-from coseg.engines.postprocessing import CoSegPostProcessd
-from coseg.engines.transforms import CheckRGBd, SAM2Normalized
-from coseg.engines.visualize import REGION_COLOURS, TYPE_COLOURS
+from coseg.errors import InputFileError
+from coseg.inferers import FULL_RESOLUTION_OUTPUTS
+from coseg.io import atomic_write_path
 from coseg.postprocess import (
     REFERENCE_MAGNIFICATION,
     REFERENCE_MPP,
@@ -63,6 +60,9 @@ from coseg.postprocess import (
     params_for_resolution,
     remove_small_regions,
 )
+from coseg.postprocess.transforms import CoSegPostProcessd
+from coseg.transforms import CheckRGBd, SAM2Normalized
+from coseg.visualize import REGION_COLOURS, TYPE_COLOURS
 from coseg.wsi.merge import (
     MergeResult,
     TileRecord,
@@ -186,13 +186,13 @@ class WholeSlideInferer:
 
     Args:
         network: the Co-Seg++ network (``inference.json``: ``network``).
-        inferer: the configured :class:`~coseg.engines.CoSegSlidingWindowInferer` (window size, overlap, blending,
+        inferer: the configured :class:`~coseg.inferers.CoSegSlidingWindowInferer` (window size, overlap, blending,
             batch); its settings drive the streamed windows.
         sem_classes, inst_types: class names by index, background included (``inference.json``).
         output_dir: where the outputs go (one set of files per input, named after it).
         preprocessing: the configured preprocessing; its loaders are dropped, the rest (RGB check, SAM2
             normalisation) is applied to every window band. Default: ``CheckRGBd`` + ``SAM2Normalized``.
-        postprocessing: the configured post-processing; its :class:`~coseg.engines.CoSegPostProcessd` gives the
+        postprocessing: the configured post-processing; its :class:`~coseg.postprocess.CoSegPostProcessd` gives the
             watershed settings and ``sem_min_size``. Default: watershed for ``magnification``.
         checkpoint: network weights to load before the first slide (``inference.json``: ``ckpt_path``).
         device: where the network runs; default the network's device.

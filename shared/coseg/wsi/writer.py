@@ -8,7 +8,7 @@
 - :func:`region_polygons`: outlines of large regions with their holes, in linear time.
 - :func:`draw_overlay`: the slide thumbnail tinted by region class, nuclei outlined in their type's colour.
 
-Every file is written under a temporary name and renamed when complete (:func:`coseg.data.io.atomic_write_path`).
+Every file is written under a temporary name and renamed when complete (:func:`coseg.io.atomic_write_path`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import cv2
 import numpy as np
 import tifffile
 
-from coseg.data.io import atomic_write_path
-from coseg.engines.visualize import REGION_COLOURS, TYPE_COLOURS
+from coseg.io import atomic_write_path
+from coseg.visualize import REGION_COLOURS, TYPE_COLOURS
 
 __all__ = [
     "write_label_pyramid",
@@ -231,7 +231,7 @@ def region_polygons(mask: np.ndarray) -> list[Polygon]:
     """Outlines of the regions of a binary mask, holes included, for tissue annotations.
 
     OpenCV's border following (``cv2.findContours`` with a two-level hierarchy) pairs every hole with its region in
-    one pass; :func:`coseg.data.geojson.mask_to_polygons`, exact to the pixel edge, tests every hole against every
+    one pass; :func:`coseg.histo.geojson.mask_to_polygons`, exact to the pixel edge, tests every hole against every
     region, which takes minutes on a slide's noisy region map. Here the rings run through the centres of the
     boundary pixels (``(j + 0.5, i + 0.5)``), half a pixel inside the pixel edges: fine for regions on a map
     sampled every few tens of pixels. Pieces thinner than 2 pixels (no area as a polygon) are left out.
@@ -241,7 +241,7 @@ def region_polygons(mask: np.ndarray) -> list[Polygon]:
 
     Returns:
         polygons, each ``[exterior, *holes]`` with ``(m, 2)`` ``(x, y)`` rings (exterior counter-clockwise in
-        ``(x, y)`` numbers, holes clockwise, as :mod:`coseg.data.geojson` writes them).
+        ``(x, y)`` numbers, holes clockwise, as :mod:`coseg.histo.geojson` writes them).
     """
     m = np.ascontiguousarray(mask, dtype=np.uint8)
     if not m.any():

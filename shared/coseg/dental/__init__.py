@@ -1,0 +1,79 @@
+"""Dental CBCT (ToothFairy2): label schemes and volume reading, slicing geometry, 3D tooth linking, FDI
+numbering, reassembly of slice predictions, outputs, synthetic phantoms, volume inference and its report (the
+paper's Tables 2, 4, 6).
+
+Converter: ``python -m coseg.dental.prepare`` (ToothFairy2 volumes to 2D slices).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: public name -> module (imported on first use, PEP 562: the converters start without importing torch/MONAI)
+_EXPORTS = {
+    "CbctCase": "coseg.dental.volumes",
+    "CbctLabelMap": "coseg.dental.labels",
+    "CheckVolumed": "coseg.dental.inference",
+    "DentalEvaluationReport": "coseg.dental.report",
+    "DentalInferenceWriter": "coseg.dental.inference",
+    "DentalPrediction": "coseg.dental.assemble",
+    "FDI_TEETH": "coseg.dental.labels",
+    "INSTANCE_TYPES": "coseg.dental.labels",
+    "LabelTarget": "coseg.dental.labels",
+    "LinkedInstances": "coseg.dental.link3d",
+    "Phantom": "coseg.dental.synthetic",
+    "SEMANTIC_CLASSES": "coseg.dental.labels",
+    "SLICE_AXES": "coseg.dental.geometry",
+    "SliceGeometry": "coseg.dental.geometry",
+    "TOOTHFAIRY2_LABELS": "coseg.dental.labels",
+    "TOOTHFAIRY2_REGION_IDS": "coseg.dental.labels",
+    "TOOTH_WIDTHS_MM": "coseg.dental.labels",
+    "UNNUMBERED_TOOTH_BASE": "coseg.dental.fdi",
+    "VOLUME_SUFFIXES": "coseg.dental.volumes",
+    "Volume": "coseg.dental.volumes",
+    "VolumeSliceInferer": "coseg.dental.inference",
+    "apply_window": "coseg.dental.geometry",
+    "assemble_dental_prediction": "coseg.dental.assemble",
+    "build_label_map": "coseg.dental.labels",
+    "cbct_cases": "coseg.dental.inference",
+    "cbct_datalist": "coseg.dental.inference",
+    "check_volume_pair": "coseg.dental.volumes",
+    "combined_toothfairy2": "coseg.dental.assemble",
+    "fdi_type": "coseg.dental.labels",
+    "find_toothfairy2_cases": "coseg.dental.volumes",
+    "link_instances_3d": "coseg.dental.link3d",
+    "make_model_slices": "coseg.dental.geometry",
+    "make_phantom": "coseg.dental.synthetic",
+    "normalize_label_name": "coseg.dental.labels",
+    "number_teeth_fdi": "coseg.dental.fdi",
+    "parse_label_target": "coseg.dental.labels",
+    "parse_tooth_name": "coseg.dental.labels",
+    "phantom_affine": "coseg.dental.synthetic",
+    "read_case": "coseg.dental.volumes",
+    "read_dataset_json": "coseg.dental.labels",
+    "read_volume": "coseg.dental.volumes",
+    "render_montage": "coseg.dental.outputs",
+    "slice_geometry": "coseg.dental.geometry",
+    "slices_to_volume": "coseg.dental.geometry",
+    "structure_summary": "coseg.dental.assemble",
+    "volume_datalist": "coseg.dental.inference",
+    "write_dental_outputs": "coseg.dental.outputs",
+    "write_nifti_like": "coseg.dental.outputs",
+    "write_png": "coseg.dental.outputs",
+    "write_toothfairy2_like": "coseg.dental.synthetic",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
