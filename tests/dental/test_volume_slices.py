@@ -114,6 +114,20 @@ def test_toothfairy2_names_are_the_default(plain):
     assert teeth - {0} <= set(FDI_TEETH) and len(teeth) > 20 and regions == {0, 1, 2, 3}
 
 
+def test_an_item_may_name_its_own_dataset_json(raw, plain):
+    """Re-indexed volumes read by their own dataset.json beside ToothFairy2-id volumes read by the default names."""
+    reindexed = [{**pair, "dataset_json": str(raw / "dataset.json")} for pair in _pairs(raw)]
+    mixed = VolumeSliceDataset(reindexed + _pairs(plain), size=SIZE)
+    alone = VolumeSliceDataset(_pairs(raw), size=SIZE, labels=raw / "dataset.json")
+    wrong = VolumeSliceDataset(_pairs(raw), size=SIZE)  # ToothFairy2's names on permuted ids
+    differs = False
+    for i in range(len(alone)):
+        a, b, c = mixed.slice_item(i), alone.slice_item(i), wrong.slice_item(i)
+        assert all(torch.equal(a[k].as_tensor(), b[k].as_tensor()) for k in LABEL_KEYS)
+        differs |= not torch.equal(b["label_inst"].as_tensor(), c["label_inst"].as_tensor())
+    assert differs and len(mixed) == len(alone) + 2 * SHAPE[0]
+
+
 def _rewrite_label(source: Path, dest: Path, *, value: int | None = None, shift_mm: float = 0.0) -> Path:
     volume = nib.load(source)
     array = np.asarray(volume.dataobj).copy()
