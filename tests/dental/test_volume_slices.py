@@ -273,3 +273,16 @@ def test_the_bundle_helpers_pick_the_path_from_the_items(plain):
 def test_bad_arguments(plain, kwargs, problem):
     with pytest.raises(ValueError, match=problem):
         VolumeSliceDataset(_pairs(plain), **kwargs)
+
+
+def test_a_volume_replaced_while_training_is_named(plain, tmp_path):
+    case = find_toothfairy2_cases(plain)[0]
+    pair = {"image": str(tmp_path / "scan.nii.gz"), "label": str(tmp_path / "scan_label.nii.gz")}
+    for source, dest in ((case.image, pair["image"]), (case.label, pair["label"])):
+        nib.save(nib.load(source), dest)
+    dataset = VolumeSliceDataset([pair, _pairs(plain)[1]], size=SIZE, cache_volumes=1)  # the second one is cached
+    for source, dest in ((case.image, pair["image"]), (case.label, pair["label"])):
+        volume = nib.load(source)
+        nib.save(nib.Nifti1Image(np.asarray(volume.dataobj)[:-2], volume.affine), dest)  # 2 voxels fewer
+    with pytest.raises(InputFileError, match=r"scan\.nii\.gz.*changed while training"):
+        dataset.slice_item(0)

@@ -45,6 +45,7 @@ from torch.utils.data import Dataset, RandomSampler, Sampler, SequentialSampler
 from coseg.dental.geometry import SLICE_AXES, SliceGeometry, make_model_slices, slice_geometry
 from coseg.dental.labels import FDI_TEETH, TOOTHFAIRY2_LABELS, CbctLabelMap, build_label_map, fdi_type
 from coseg.dental.volumes import VOLUME_SUFFIXES, CbctCase, read_case
+from coseg.errors import InputFileError
 
 __all__ = [
     "SLICE_LABEL_KEYS",
@@ -150,7 +151,7 @@ class VolumeSliceDataset(Dataset):
 
     Raises:
         InputFileError: a volume that cannot be read or checked, a label volume off its image's grid, or label ids
-            the label names do not list (naming the file).
+            the label names do not list (naming the file); when reading: a volume whose grid changed since.
         ValueError: bad arguments, or no slice at all.
     """
 
@@ -190,7 +191,10 @@ class VolumeSliceDataset(Dataset):
         self.cases: list[_IndexedCase] = [self._index(k, item) for k, item in enumerate(data)]
         self._items = [(k, n) for k, case in enumerate(self.cases) for n in case.slices]
         if not self._items:
-            raise ValueError(f"no slices: the {len(self.cases)} volumes have no labelled slice (empty_fraction=0)")
+            raise ValueError(
+                f"no slices: the {len(self.cases)} volume(s) have no labelled slice and empty_fraction="
+                f"{self.empty_fraction} keeps none of the others"
+            )
         starts = np.cumsum([0] + [len(c.slices) for c in self.cases])
         self._case_ranges = [range(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
 
@@ -237,7 +241,7 @@ class VolumeSliceDataset(Dataset):
         indexed = self.cases[index]
         decoded, geometry = self._decode(indexed.case, indexed.label_map)
         if geometry != indexed.geometry:
-            raise RuntimeError(f"{indexed.case.image} changed while training (its slicing geometry differs)")
+            raise InputFileError(indexed.case.image, "changed while training (its shape or affine differs)")
         self._remember(index, decoded)
         return decoded
 
