@@ -1,6 +1,6 @@
 """Dental CBCT (ToothFairy2): label schemes and volume reading, slicing geometry, 3D tooth linking, FDI
-numbering, reassembly of slice predictions, outputs, synthetic phantoms, volume inference and its report (the
-paper's Tables 2, 4, 6).
+numbering, reassembly of slice predictions, outputs, synthetic phantoms, training slices cut from label volumes on
+the fly, volume inference and its report (the paper's Tables 2, 4, 6).
 
 Converter: ``python -m coseg.dental.prepare`` (ToothFairy2 volumes to 2D slices).
 """
@@ -25,6 +25,7 @@ _EXPORTS = {
     "Phantom": "coseg.dental.synthetic",
     "SEMANTIC_CLASSES": "coseg.dental.labels",
     "SLICE_AXES": "coseg.dental.geometry",
+    "SLICE_LABEL_KEYS": "coseg.dental.volume_slices",
     "SliceGeometry": "coseg.dental.geometry",
     "TOOTHFAIRY2_LABELS": "coseg.dental.labels",
     "TOOTHFAIRY2_REGION_IDS": "coseg.dental.labels",
@@ -32,14 +33,18 @@ _EXPORTS = {
     "UNNUMBERED_TOOTH_BASE": "coseg.dental.fdi",
     "VOLUME_SUFFIXES": "coseg.dental.volumes",
     "Volume": "coseg.dental.volumes",
+    "VolumeSliceDataset": "coseg.dental.volume_slices",
     "VolumeSliceInferer": "coseg.dental.inference",
+    "VolumeSliceSampler": "coseg.dental.volume_slices",
     "apply_window": "coseg.dental.geometry",
     "assemble_dental_prediction": "coseg.dental.assemble",
     "build_label_map": "coseg.dental.labels",
     "cbct_cases": "coseg.dental.inference",
     "cbct_datalist": "coseg.dental.inference",
+    "cbct_slice_dataset": "coseg.dental.volume_slices",
     "check_volume_pair": "coseg.dental.volumes",
     "combined_toothfairy2": "coseg.dental.assemble",
+    "datalist_source": "coseg.dental.volume_slices",
     "fdi_type": "coseg.dental.labels",
     "grid_distance": "coseg.dental.volumes",
     "find_toothfairy2_cases": "coseg.dental.volumes",
@@ -56,6 +61,7 @@ _EXPORTS = {
     "read_volume": "coseg.dental.volumes",
     "render_montage": "coseg.dental.outputs",
     "slice_geometry": "coseg.dental.geometry",
+    "slice_sampler": "coseg.dental.volume_slices",
     "slices_to_volume": "coseg.dental.geometry",
     "structure_summary": "coseg.dental.assemble",
     "volume_datalist": "coseg.dental.inference",
