@@ -329,8 +329,13 @@ def test_scaled_params_rule():
         1,
         1,
     )
-    assert params_for_resolution(magnification=20) == half == params_for_resolution(mpp=0.5)
-    assert params_for_resolution(mpp=0.25) == base
+    # the scaled settings record the pixel size they are for; scaled() alone (other object sizes) keeps it
+    assert half.mpp is None and base.scaled(2.0).mpp is None
+    half_at_20x = dataclasses.replace(half, mpp=0.5)
+    assert params_for_resolution(magnification=20) == half_at_20x == params_for_resolution(mpp=0.5)
+    assert params_for_resolution(mpp=0.25) == dataclasses.replace(base, mpp=0.25)
+    assert params_for_resolution(magnification=30).mpp == pytest.approx(1 / 3)
+    assert params_for_resolution(magnification=20).scaled(4.0).mpp == 0.5
     custom = WatershedParams(sobel_kernel_size=15, keep_unmarked=True)
     assert params_for_resolution(magnification=20, base=custom) == WatershedParams(
         sobel_kernel_size=7,
@@ -339,7 +344,12 @@ def test_scaled_params_rule():
         min_object_size=3,
         min_marker_size=3,
         keep_unmarked=True,
+        mpp=0.5,
     )
+    # a base at the reference pixel size is accepted, one at another pixel size is not (it would be scaled twice)
+    assert params_for_resolution(mpp=0.5, base=params_for_resolution(mpp=0.25)) == params_for_resolution(mpp=0.5)
+    with pytest.raises(ValueError, match="reference resolution"):
+        params_for_resolution(mpp=0.25, base=params_for_resolution(magnification=20))
 
 
 def test_scaled_params_recover_small_objects(pq):
@@ -428,6 +438,9 @@ def test_gland_settings_recover_real_glands(shared_dir, pq):
         ({"marker_opening_size": 0}, "marker_opening_size"),
         ({"watershed_connectivity": 3}, "watershed_connectivity"),
         ({"keep_unmarked": 1}, "keep_unmarked"),
+        ({"mpp": 0.0}, "mpp"),
+        ({"mpp": float("inf")}, "mpp"),
+        ({"mpp": True}, "mpp"),
     ],
 )
 def test_bad_params(kwargs, match):

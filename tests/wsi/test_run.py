@@ -15,7 +15,7 @@ from coseg.postprocess import hv_watershed, params_for_resolution
 from coseg.postprocess.synthetic import random_ellipse_instances
 from coseg.wsi import WholeSlideInferer
 
-from .conftest import INST_TYPES, SEM_CLASSES, PointwiseNet, encode_nuclei, micro_inferer, postprocessing, write_pyramid
+from .conftest import INST_TYPES, SEM_CLASSES, PointwiseNet, encode_nuclei, micro_inferer, watershed, write_pyramid
 from .test_merge import _same_partition
 
 LEVEL0 = (720, 880)
@@ -52,8 +52,7 @@ def _inferer(output_dir, **kwargs) -> WholeSlideInferer:
         "sem_classes": SEM_CLASSES,
         "inst_types": INST_TYPES,
         "output_dir": output_dir,
-        "postprocessing": postprocessing(),
-        "magnification": 40,
+        "watershed": watershed(),
         "tile_size": 128,
         "output_tile": 64,
         "margin": 24,

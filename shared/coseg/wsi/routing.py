@@ -4,7 +4,7 @@
 ``inference.json`` sends every input through :func:`route_inputs`: ordinary images go to the MONAI evaluator (the
 whole image through the sliding-window inferer, then post-processing), large ones (more than ``min_pixels``
 pixels, or pyramidal slides) to its ``wsi_inferer`` item, built from the same ``network``, ``inferer``,
-``preprocessing`` and ``postprocessing`` items. ``python -m coseg.wsi`` parses the same file
+``preprocessing``, ``watershed`` and class-name items. ``python -m coseg.wsi`` parses the same file
 (:func:`wsi_inferer_from_bundle`).
 """
 
@@ -138,8 +138,8 @@ def wsi_inferer_from_bundle(
     as ``monai.bundle run`` merges them), with ``options`` replacing its keyword arguments.
 
     The config's ``wsi_inferer`` item is used when present; otherwise the inferer is assembled from the ``network``,
-    ``inferer``, ``preprocessing``, ``postprocessing``, ``sem_classes``, ``inst_types``, ``ckpt_path``, ``device``,
-    ``amp``, ``amp_kwargs`` and ``magnification`` items, the items ``wsi_inferer`` refers to.
+    ``inferer``, ``preprocessing``, ``watershed``, ``sem_min_size``, ``sem_classes``, ``inst_types``, ``ckpt_path``,
+    ``device``, ``amp``, ``amp_kwargs`` and ``output_dir`` items, the items ``wsi_inferer`` refers to.
 
     Args:
         bundle: the bundle folder (with ``configs/inference.json``).
@@ -176,14 +176,14 @@ def wsi_inferer_from_bundle(
         "network": parser.get_parsed_content("network"),
         "inferer": parser.get_parsed_content("inferer"),
         "preprocessing": parser.get_parsed_content("preprocessing"),
-        "postprocessing": parser.get_parsed_content("postprocessing"),
+        "watershed": parser.get_parsed_content("watershed"),
+        "sem_min_size": parser.get_parsed_content("sem_min_size") if "sem_min_size" in parser.config else 1,
         "sem_classes": parser.get_parsed_content("sem_classes"),
         "inst_types": parser.get_parsed_content("inst_types"),
         "checkpoint": parser.get_parsed_content("ckpt_path"),
         "device": parser.get_parsed_content("device"),
         "amp": parser.get_parsed_content("amp"),
         "amp_kwargs": parser.get_parsed_content("amp_kwargs"),
-        "magnification": parser.get_parsed_content("magnification") if "magnification" in parser.config else None,
         "output_dir": parser.get_parsed_content("output_dir"),
     }
     kwargs.update(options)

@@ -1,8 +1,8 @@
 """Whole-slide inference: plan, stream, post-process, persist, merge and write, resumable and distributed.
 
 :class:`WholeSlideInferer` takes the same objects as the bundle's ``inference.json`` (network, sliding-window
-inferer, pre- and post-processing, class names), so the whole-image and the whole-slide paths cannot drift apart:
-the windows, their blending, the input normalisation and the watershed settings are the configured ones.
+inferer, preprocessing, watershed settings, class names), so the whole-image and the whole-slide paths cannot drift
+apart: the windows, their blending, the input normalisation and the watershed settings are the configured ones.
 
 For each input image or slide:
 
@@ -28,6 +28,7 @@ shared file system across nodes), and rank 0 merges and writes after a barrier.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -53,14 +54,7 @@ from tqdm import tqdm
 from coseg.errors import InputFileError
 from coseg.inferers import FULL_RESOLUTION_OUTPUTS
 from coseg.io import atomic_write_path
-from coseg.postprocess import (
-    REFERENCE_MAGNIFICATION,
-    REFERENCE_MPP,
-    WatershedParams,
-    params_for_resolution,
-    remove_small_regions,
-)
-from coseg.postprocess.transforms import CoSegPostProcessd
+from coseg.postprocess import WatershedParams, remove_small_regions
 from coseg.transforms import CheckRGBd, SAM2Normalized
 from coseg.visualize import REGION_COLOURS, TYPE_COLOURS
 from coseg.wsi.merge import (
@@ -153,15 +147,6 @@ def _dist() -> tuple[Any, int, int]:
     return None, 0, 1
 
 
-def _find_postprocess(postprocessing: Any) -> CoSegPostProcessd | None:
-    if isinstance(postprocessing, CoSegPostProcessd):
-        return postprocessing
-    for t in getattr(postprocessing, "transforms", ()) or ():
-        if isinstance(t, CoSegPostProcessd):
-            return t
-    return None
-
-
 def _image_transforms(preprocessing: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """The configured preprocessing without its loader (the slide reader replaces it)."""
     if preprocessing is None:
@@ -192,13 +177,15 @@ class WholeSlideInferer:
         output_dir: where the outputs go (one set of files per input, named after it).
         preprocessing: the configured preprocessing; its loaders are dropped, the rest (RGB check, SAM2
             normalisation) is applied to every window band. Default: ``CheckRGBd`` + ``SAM2Normalized``.
-        postprocessing: the configured post-processing; its :class:`~coseg.postprocess.CoSegPostProcessd` gives the
-            watershed settings and ``sem_min_size``. Default: watershed for ``magnification``.
+        watershed: the watershed settings (``inference.json``: ``watershed``, the object the whole-image
+            post-processing uses too). Their ``mpp`` (set from the config's ``magnification``) is the resolution the
+            model was trained at: the default working resolution, and slides read at another resolution get the
+            settings scaled to it. Without ``mpp``: level 0 by default, settings used as they are.
+        sem_min_size: semantic regions smaller than this are absorbed by their neighbours (``inference.json``:
+            ``sem_min_size``, as the whole-image post-processing).
         checkpoint: network weights to load before the first slide (``inference.json``: ``ckpt_path``).
         device: where the network runs; default the network's device.
         amp, amp_kwargs: autocast as in the bundle's evaluator.
-        magnification: the objective magnification the model was trained at (``inference.json``); sets the
-            default working resolution (``0.25 um/px`` at 40x) and the reference of the watershed settings.
         level: read this pyramid level as it is.
         mpp: work at this many micrometres per pixel (resampling when no level matches within 5 %).
         roi: ``(x, y, w, h)`` region of interest in level-0 pixels.
@@ -233,12 +220,12 @@ class WholeSlideInferer:
         inst_types: Mapping[Any, str],
         output_dir: str | os.PathLike,
         preprocessing: Any = None,
-        postprocessing: Any = None,
+        watershed: WatershedParams,
+        sem_min_size: int = 1,
         checkpoint: str | os.PathLike | None = None,
         device: torch.device | str | None = None,
         amp: bool = False,
         amp_kwargs: Mapping[str, Any] | None = None,
-        magnification: float | None = None,
         level: int | None = None,
         mpp: float | None = None,
         roi: Sequence[float] | None = None,
@@ -284,16 +271,11 @@ class WholeSlideInferer:
         self.cval = float(inferer.cval)
         self.keep = tuple(getattr(inferer, "keep", FULL_RESOLUTION_OUTPUTS))
         self.transforms = _image_transforms(preprocessing)
-        post = _find_postprocess(postprocessing)
-        self.magnification = None if magnification is None else float(_positive("magnification", magnification))
-        if post is not None:
-            self.watershed = post.watershed
-            self.sem_min_size = int(post.sem_min_size)
-        else:
-            mag = self.magnification or REFERENCE_MAGNIFICATION
-            self.watershed = params_for_resolution(magnification=mag)
-            self.sem_min_size = 1
-        self.model_mpp = REFERENCE_MPP * REFERENCE_MAGNIFICATION / self.magnification if self.magnification else None
+        if not isinstance(watershed, WatershedParams):
+            raise TypeError(f"watershed must be a WatershedParams, got {type(watershed).__name__}")
+        self.watershed = watershed
+        self.sem_min_size = int(_positive("sem_min_size", sem_min_size, integer=True))
+        self.model_mpp = watershed.mpp
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self._weights_loaded = checkpoint is None
         if device is None:
@@ -353,7 +335,7 @@ class WholeSlideInferer:
             self.model_mpp,
             ratio,
         )
-        return self.watershed.scaled(ratio)
+        return dataclasses.replace(self.watershed.scaled(ratio), mpp=mpp[1])
 
     def _plan(self, image: WorkingImage, watershed: WatershedParams) -> TilePlan:
         margin = self.margin if self.margin is not None else max(16, 3 * watershed.sobel_kernel_size)
