@@ -142,7 +142,6 @@ def test_empty_prediction_gives_empty_outputs():
     assert result.type_map.shape == (32, 48) and result.type_map.max() == 0
     assert len(result.table) == 0 and result.table.to_records() == []
     assert result.table.centroids.shape == (0, 2) and result.table.bboxes.shape == (0, 4)
-    assert result.table.to_geojson() == {"type": "FeatureCollection", "features": []}
 
 
 def test_type_majority_vote_hand_case():
@@ -190,31 +189,6 @@ def test_table_fields_hand_case():
         "area": 15,
         "contour": table.contours[0].tolist(),
     }
-
-
-def test_geojson_closes_rings_and_names_types():
-    inst = np.zeros((12, 16), np.int32)
-    inst[2:5, 3:8] = 1
-    inst[0, 15] = 2  # single pixel: no polygon
-    types = (inst > 0).astype(np.int32) * 2
-    table, _ = instance_table(inst, types, num_types=3)
-    collection = table.to_geojson(type_names=["background", "other", "tumour"])
-    assert len(collection["features"]) == 1
-    feature = collection["features"][0]
-    ring = feature["geometry"]["coordinates"][0]
-    assert ring[0] == ring[-1] and len(ring) == 5
-    assert feature["properties"] == {
-        "id": 1,
-        "type": 2,
-        "type_prob": 1.0,
-        "area": 15,
-        "classification": {"name": "tumour"},
-    }
-    with pytest.raises(ValueError, match="no name for type 2"):
-        table.to_geojson(type_names={1: "other"})
-    table_no_contours, _ = instance_table(inst, with_contours=False)
-    with pytest.raises(ValueError, match="no contours"):
-        table_no_contours.to_geojson()
 
 
 def test_instance_table_bad_inputs():

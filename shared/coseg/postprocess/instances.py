@@ -34,10 +34,8 @@ GeoJSON order), boxes as ``(x_min, y_min, x_max, y_max)`` with exclusive maxima,
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import numbers
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,8 +57,6 @@ __all__ = [
     "instance_table",
     "instances_from_outputs",
 ]
-
-logger = logging.getLogger(__name__)
 
 REFERENCE_MPP = 0.25
 """Pixel size (micrometres per pixel) the default :class:`WatershedParams` are meant for (40x scans)."""
@@ -502,53 +498,6 @@ class InstanceTable:
                 record["contour"] = self.contours[i].tolist()
             records.append(record)
         return records
-
-    def to_geojson(self, type_names: Mapping[int, str] | Sequence[str] | None = None) -> dict[str, Any]:
-        """The instances as a GeoJSON ``FeatureCollection`` of polygons in pixel coordinates ``(x, y)``.
-
-        Each feature's ``properties`` hold ``id``, ``type``, ``type_prob``, ``area`` and, when ``type_names``
-        is given, ``classification: {"name": ...}`` (the key QuPath reads). Rings are closed (first point
-        repeated). Instances whose contour has fewer than 3 points (1-2 pixel wide lines) have no area as a
-        polygon and are left out, with a log message.
-
-        Args:
-            type_names: names by type id, as a mapping or a sequence indexed by type id.
-
-        Returns:
-            a dict ready for ``json.dump``.
-
-        Raises:
-            ValueError: if the table holds no contours but has rows, or a type has no name.
-        """
-        if len(self.contours) != len(self):
-            raise ValueError("this table holds no contours: build it with with_contours=True")
-        features = []
-        skipped = 0
-        for i in range(len(self)):
-            ring = self.contours[i]
-            if ring.shape[0] < 3:
-                skipped += 1
-                continue
-            props: dict[str, Any] = {
-                "id": int(self.ids[i]),
-                "type": int(self.types[i]),
-                "type_prob": float(self.type_probs[i]),
-                "area": int(self.areas[i]),
-            }
-            if type_names is not None:
-                type_id = int(self.types[i])
-                try:
-                    props["classification"] = {"name": str(type_names[type_id])}
-                except (KeyError, IndexError) as err:
-                    raise ValueError(f"type_names has no name for type {type_id}") from err
-            coords = ring.tolist()
-            coords.append(coords[0])
-            features.append(
-                {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [coords]}, "properties": props}
-            )
-        if skipped:
-            logger.info("left %d instance(s) with contours of < 3 points out of the GeoJSON", skipped)
-        return {"type": "FeatureCollection", "features": features}
 
 
 @dataclass

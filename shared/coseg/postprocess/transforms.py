@@ -56,7 +56,8 @@ class CoSegPostProcessd(MapTransform):
             config's ``watershed`` item, :func:`~coseg.postprocess.watershed_settings`). Default:
             ``WatershedParams()``, HoVer-Net's 40x settings.
         sem_min_size: semantic regions smaller than this (pixels) are absorbed by their neighbours.
-        with_contours: compute instance contours (skip for metrics only).
+        with_contours: compute the instance table's contours (nothing in the bundles reads them: the GeoJSON outputs
+            trace the instance map, :mod:`coseg.histo.geojson`).
         meta_key: the item whose meta the outputs copy.
         remove_logits: drop the raw network outputs from the item afterwards (saves memory).
 

@@ -6,7 +6,7 @@
 - :mod:`coseg.wsi.tiling`: network windows (exactly MONAI's) and processing tiles.
 - :mod:`coseg.wsi.stream`: MONAI's sliding-window blending streamed strip by strip with bounded memory.
 - :mod:`coseg.wsi.merge`: per-tile post-processing and the union-find merge of pieces across tile borders.
-- :mod:`coseg.wsi.writer`: pyramidal label TIFFs, streamed GeoJSON, overlay.
+- :mod:`coseg.wsi.writer`: pyramidal label TIFFs, region outlines, overlay (GeoJSON: :mod:`coseg.histo.geojson`).
 - :mod:`coseg.wsi.tissue`: tissue detection to skip empty glass.
 - :mod:`coseg.wsi.routing`: routing of large inputs in the bundle and building the inferer from a bundle config.
 """
@@ -18,7 +18,7 @@ from coseg.wsi.run import SlideResult, WholeSlideInferer, load_network_weights
 from coseg.wsi.stream import WindowStream
 from coseg.wsi.tiling import Box, TilePlan, WindowGrid, contiguous_runs, split_among_ranks, window_grid
 from coseg.wsi.tissue import active_tiles, tissue_mask
-from coseg.wsi.writer import feature_writer, polygons_geometry, write_label_pyramid
+from coseg.wsi.writer import write_label_pyramid
 
 __all__ = [
     "Box",
@@ -36,11 +36,9 @@ __all__ = [
     "WorkingImage",
     "active_tiles",
     "contiguous_runs",
-    "feature_writer",
     "image_size",
     "load_network_weights",
     "merge_tiles",
-    "polygons_geometry",
     "process_tile",
     "reduce_outputs",
     "route_inputs",

@@ -38,7 +38,7 @@ import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,11 +52,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from coseg.errors import InputFileError
+from coseg.histo.geojson import qupath_feature, write_geojson
 from coseg.inferers import FULL_RESOLUTION_OUTPUTS
 from coseg.io import atomic_write_path
 from coseg.postprocess import WatershedParams, remove_small_regions
 from coseg.transforms import CheckRGBd, SAM2Normalized
-from coseg.visualize import REGION_COLOURS, TYPE_COLOURS
 from coseg.wsi.merge import (
     MergeResult,
     TileRecord,
@@ -73,14 +73,7 @@ from coseg.wsi.reader import SlideReader, WorkingImage
 from coseg.wsi.stream import WindowStream
 from coseg.wsi.tiling import Box, TilePlan, contiguous_runs, split_among_ranks
 from coseg.wsi.tissue import active_tiles, tissue_mask
-from coseg.wsi.writer import (
-    colour,
-    draw_overlay,
-    feature_writer,
-    polygons_geometry,
-    region_polygons,
-    write_label_pyramid,
-)
+from coseg.wsi.writer import draw_overlay, region_polygons, write_label_pyramid
 
 __all__ = ["WholeSlideInferer", "SlideResult", "load_network_weights"]
 
@@ -676,19 +669,27 @@ class WholeSlideInferer:
         thumb, factor = thumbnail()
         canvas, draw = draw_overlay(thumb, sem_low, low_step=low_step, factor=factor)
         region_scale = (sy * low_step, sx * low_step)
-        with feature_writer(outputs["geojson"]) as add:
+
+        def features() -> Iterator[dict[str, Any]]:
             regions = self._region_map(sem_low, low_step, mpp)
             for c in range(1, len(self.sem_classes)):
                 polys = region_polygons(regions == c)
                 if polys:
-                    geometry = polygons_geometry(polys, scale=region_scale, offset=(oy / low_step, ox / low_step))
-                    classification = {"name": self.sem_classes[c], "color": colour(REGION_COLOURS, c)}
-                    props = {"objectType": "annotation", "classification": classification}
-                    add({"type": "Feature", "geometry": geometry, "properties": props})
+                    yield qupath_feature(
+                        polys,
+                        object_type="annotation",
+                        class_name=self.sem_classes[c],
+                        class_index=c,
+                        scale=region_scale,
+                        offset=(oy / low_step, ox / low_step),
+                        decimals=2,
+                    )
             for fid, polys in self._instance_polygons(files, merged):
                 i = fid - 1
                 draw(polys, int(merged.types[i]))
-                add(self._nucleus_feature(merged, i, polys, scale=(sy, sx), offset=(oy, ox), mpp=mpp))
+                yield self._nucleus_feature(merged, i, polys, scale=(sy, sx), offset=(oy, ox), mpp=mpp)
+
+        write_geojson(outputs["geojson"], features())
         lap("geojson_s")
         with atomic_write_path(outputs["overlay"]) as tmp:
             Image.fromarray(canvas).save(tmp, format="PNG", compress_level=1)  # fast; a picture to look at
@@ -796,8 +797,6 @@ class WholeSlideInferer:
         t = int(merged.types[i])
         cx, cy = merged.centroid[i]
         props: dict[str, Any] = {
-            "objectType": "detection",
-            "classification": {"name": self.inst_types.get(t, f"type_{t}"), "color": colour(TYPE_COLOURS, t)},
             "id": int(merged.ids[i]),
             "type": t,
             "type_prob": round(float(merged.type_probs[i]), 4),
@@ -807,11 +806,16 @@ class WholeSlideInferer:
         }
         if mpp is not None:
             props["measurements"] = {"Area um^2": round(float(merged.area[i]) * mpp[0] * mpp[1], 3)}
-        return {
-            "type": "Feature",
-            "geometry": polygons_geometry(polygons, scale=scale, offset=offset),
-            "properties": props,
-        }
+        return qupath_feature(
+            polygons,
+            object_type="detection",
+            class_name=self.inst_types.get(t, f"type_{t}") if t > 0 else None,
+            class_index=t,
+            properties=props,
+            scale=scale,
+            offset=offset,
+            decimals=2,
+        )
 
     def _write_csv(self, path: Path, merged: MergeResult, image: WorkingImage) -> None:
         sy, sx = image.to_level0

@@ -3,8 +3,6 @@
 - :func:`write_label_pyramid`: a label map given as consecutive bands of rows, written as a tiled, pyramidal
   TIFF (level 0, then SubIFDs of 2x, 4x, ... smaller levels made by nearest-neighbour sub-sampling, so ids stay
   ids); the sub-levels are collected while level 0 streams (spooled to compressed temporary files).
-- :func:`feature_writer`: a GeoJSON ``FeatureCollection`` written feature by feature.
-- :func:`polygons_geometry`: polygons in region pixels as a GeoJSON geometry in level-0 pixels.
 - :func:`region_polygons`: outlines of large regions with their holes, in linear time.
 - :func:`draw_overlay`: the slide thumbnail tinted by region class, nuclei outlined in their type's colour.
 
@@ -13,12 +11,10 @@ Every file is written under a temporary name and renamed when complete (:func:`c
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +27,6 @@ from coseg.visualize import REGION_COLOURS, TYPE_COLOURS
 
 __all__ = [
     "write_label_pyramid",
-    "feature_writer",
-    "polygons_geometry",
     "draw_overlay",
     "pyramid_shapes",
     "region_polygons",
@@ -173,55 +167,6 @@ def write_label_pyramid(
     return shapes
 
 
-@contextlib.contextmanager
-def feature_writer(path: str | os.PathLike) -> Iterator[Callable[[Mapping[str, Any]], None]]:
-    """Write a GeoJSON ``FeatureCollection`` one feature at a time (atomically: renamed into place at the end).
-
-    Yields:
-        ``add(feature)``, to call once per feature.
-    """
-    with atomic_write_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.write('{"type":"FeatureCollection","features":[')
-        count = 0
-
-        def add(feature: Mapping[str, Any]) -> None:
-            nonlocal count
-            if count:
-                f.write(",\n")
-            f.write(json.dumps(feature, separators=(",", ":")))
-            count += 1
-
-        yield add
-        f.write("]}\n")
-
-
-def polygons_geometry(
-    polygons: Sequence[Polygon], *, scale: tuple[float, float], offset: tuple[float, float], decimals: int = 2
-) -> dict[str, Any]:
-    """Polygons in region pixels as a GeoJSON geometry in level-0 pixels: ``X = (x + ox) * sx``, ``Y = (y + oy) * sy``.
-
-    Args:
-        polygons: polygons (exterior ring then holes, each ``(m, 2)`` ``(x, y)``, not closed).
-        scale: ``(sy, sx)`` level-0 pixels per region pixel.
-        offset: ``(oy, ox)`` region origin in working pixels.
-        decimals: rounding of the coordinates.
-
-    Returns:
-        a ``Polygon`` or ``MultiPolygon`` geometry with closed rings.
-    """
-    sy, sx = scale
-    oy, ox = offset
-
-    def ring(r: np.ndarray) -> list[list[float]]:
-        pts = np.round(np.stack([(r[:, 0] + ox) * sx, (r[:, 1] + oy) * sy], axis=1), decimals).tolist()
-        return pts + [pts[0]]
-
-    coords = [[ring(r) for r in poly] for poly in polygons]
-    if len(coords) == 1:
-        return {"type": "Polygon", "coordinates": coords[0]}
-    return {"type": "MultiPolygon", "coordinates": coords}
-
-
 def _signed_area(ring: np.ndarray) -> float:
     x, y = ring[:, 0], ring[:, 1]
     return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
@@ -262,11 +207,6 @@ def region_polygons(mask: np.ndarray) -> list[Polygon]:
         if parent in polygons:
             polygons[parent].append(ring)
     return [polygons[i] for i in sorted(polygons)]
-
-
-def colour(table: Sequence[tuple[int, int, int]], index: int) -> list[int]:
-    """The overlay colour of a class, for QuPath's ``classification.color``."""
-    return [int(v) for v in table[int(index) % len(table)]]
 
 
 def draw_overlay(
