@@ -54,7 +54,7 @@ from coseg.losses import compute_hv_maps
 from coseg.metrics.instance import panoptic_quality
 from coseg.postprocess import params_for_resolution, postprocess_outputs
 from coseg.transforms import SAM2Normalized
-from coseg.wsi import TilePlan, WholeSlideInferer
+from coseg.wsi import OutputSettings, TilePlan, TileSettings, WholeSlideInferer
 
 REPO = Path(__file__).resolve().parents[1]
 CONSEP = REPO.parent / "shared" / "data" / "consep256" / "train"
@@ -151,12 +151,9 @@ def wsi(network: nn.Module, path: Path, out: Path, roi: int, batch: int, tile: i
         inst_types=TYPES,
         output_dir=out,
         watershed=params_for_resolution(magnification=40),
-        tile_size=tile,
-        output_tile=min(256, tile),
-        tissue_detection=False,
+        tiling=TileSettings(tile_size=tile, tissue_detection=False, **kwargs),
+        outputs=OutputSettings(output_tile=min(256, tile), overwrite=True),
         progress=False,
-        overwrite=True,
-        **kwargs,
     )
     start = time.perf_counter()
     result = runner(path)[0]

@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import secrets
+import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from coseg.errors import InputFileError
 
 __all__ = [
     "temporary_sibling",
+    "temporary_directory",
     "write_bytes",
     "write_text",
     "write_json",
@@ -296,6 +298,29 @@ def atomic_write_path(path: str | os.PathLike) -> Iterator[Path]:
     with temporary_sibling(path) as tmp:
         yield tmp
         os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def temporary_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new, empty folder beside ``path`` for the parts of a file being written; remove it afterwards.
+
+    Named like :func:`temporary_sibling`'s files: ``.<name>.<random>.tmpdir``.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        folder = final.parent / f".{final.name}.{secrets.token_hex(4)}.tmpdir"
+        try:
+            folder.mkdir()
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover - 100 collisions of 32 random bits
+        raise FileExistsError(f"{final.parent}: cannot create a temporary folder for {final.name}")
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -14,7 +14,7 @@ from coseg.histo.geojson import load_features
 from coseg.metrics.instance import panoptic_quality
 from coseg.postprocess import postprocess_outputs
 from coseg.transforms import SAM2Normalized
-from coseg.wsi import WholeSlideInferer
+from coseg.wsi import OutputSettings, TileSettings, WholeSlideInferer
 
 from .conftest import INST_TYPES, SEM_CLASSES, consep_mosaic, micro_inferer, micro_network, watershed
 from .test_merge import cut_objects
@@ -55,9 +55,8 @@ def test_tiled_and_whole_image_inference_agree_on_real_tissue(
         inst_types=INST_TYPES,
         output_dir=tmp_path / "out",
         watershed=params,
-        tile_size=TILE,
-        output_tile=64,
-        tissue_detection=False,
+        tiling=TileSettings(tile_size=TILE, tissue_detection=False),
+        outputs=OutputSettings(output_tile=64),
         progress=False,
     )(path)[0]
     tiled = tifffile.imread(result.outputs["inst"]).astype(np.int64)

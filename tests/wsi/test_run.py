@@ -13,7 +13,7 @@ from scipy import ndimage
 from coseg.histo.geojson import load_features
 from coseg.postprocess import hv_watershed, params_for_resolution
 from coseg.postprocess.synthetic import random_ellipse_instances
-from coseg.wsi import WholeSlideInferer
+from coseg.wsi import WholeSlideInferer, group_options
 
 from .conftest import INST_TYPES, SEM_CLASSES, PointwiseNet, encode_nuclei, micro_inferer, watershed, write_pyramid
 from .test_merge import _same_partition
@@ -46,6 +46,9 @@ def slide(tmp_path_factory, nuclei) -> tuple:
 
 
 def _inferer(output_dir, **kwargs) -> WholeSlideInferer:
+    """The inferer with small tiles; ``kwargs`` flat, as ``python -m coseg.wsi`` gives them (sorted into the
+    reading / tiling / outputs settings by :func:`coseg.wsi.group_options`)."""
+    options = group_options({"tile_size": 128, "output_tile": 64, "margin": 24, "workers": 1, **kwargs})
     args = {
         "network": PointwiseNet(),
         "inferer": micro_inferer(batch=8),
@@ -53,12 +56,9 @@ def _inferer(output_dir, **kwargs) -> WholeSlideInferer:
         "inst_types": INST_TYPES,
         "output_dir": output_dir,
         "watershed": watershed(),
-        "tile_size": 128,
-        "output_tile": 64,
-        "margin": 24,
-        "workers": 1,
         "progress": False,
-        **kwargs,
+        **options.pop("other"),
+        **options,
     }
     return WholeSlideInferer(**args)
 

@@ -135,7 +135,7 @@ def wsi_inferer_from_bundle(
     **options: Any,
 ) -> Any:
     """Build the bundle's whole-slide inferer from ``configs/inference.json`` (plus more config files and overrides,
-    as ``monai.bundle run`` merges them), with ``options`` replacing its keyword arguments.
+    as ``monai.bundle run`` merges them), with ``options`` replacing its settings.
 
     The config's ``wsi_inferer`` item is used when present; otherwise the inferer is assembled from the ``network``,
     ``inferer``, ``preprocessing``, ``watershed``, ``sem_min_size``, ``sem_classes``, ``inst_types``, ``ckpt_path``,
@@ -145,18 +145,24 @@ def wsi_inferer_from_bundle(
         bundle: the bundle folder (with ``configs/inference.json``).
         config_files: more config files merged after it (e.g. ``configs/quickstart.json``).
         overrides: ``{id: value}`` config overrides (``#``-separated ids).
-        options: keyword arguments of :class:`~coseg.wsi.run.WholeSlideInferer` (``output_dir``, ``level``, ``mpp``,
-            ``roi``, ``checkpoint``, ...); ``None`` values are ignored.
+        options: flat settings: fields of :class:`~coseg.wsi.settings.ReadSettings`,
+            :class:`~coseg.wsi.settings.TileSettings` or :class:`~coseg.wsi.settings.OutputSettings` (``level``,
+            ``mpp``, ``roi``, ``tile_size``, ``overwrite``, ...; each set in its group,
+            :func:`~coseg.wsi.settings.group_options`) or other arguments of
+            :class:`~coseg.wsi.run.WholeSlideInferer` (``output_dir``, ``checkpoint``, ``progress``, ...); ``None``
+            values are ignored.
 
     Returns:
         the :class:`~coseg.wsi.run.WholeSlideInferer`.
 
     Raises:
         FileNotFoundError: no ``configs/inference.json`` in ``bundle``.
+        ValueError: settings options for a group that the config gives as a reference or an expression.
     """
     from monai.bundle import ConfigParser
 
     from coseg.wsi.run import WholeSlideInferer
+    from coseg.wsi.settings import SETTINGS_GROUPS, group_options
 
     root = Path(bundle).resolve()
     config = root / "configs" / "inference.json"
@@ -167,9 +173,22 @@ def wsi_inferer_from_bundle(
     parser["bundle_root"] = str(root)
     for key, value in (overrides or {}).items():
         parser[key] = value
-    options = {k: v for k, v in options.items() if v is not None}
+    groups = group_options({k: v for k, v in options.items() if v is not None})
     if "wsi_inferer" in parser.config:
-        for key, value in options.items():
+        for group, cls in SETTINGS_GROUPS.items():
+            if not groups[group]:
+                continue
+            item = parser.config["wsi_inferer"].get(group)
+            if item is None:
+                parser[f"wsi_inferer#{group}"] = {"_target_": f"{cls.__module__}.{cls.__name__}"}
+            elif not isinstance(item, Mapping):
+                raise ValueError(
+                    f"{config}: wsi_inferer#{group} is {item!r}, not a {cls.__name__} item whose fields can be set; "
+                    f"cannot apply {sorted(groups[group])}"
+                )
+            for key, value in groups[group].items():
+                parser[f"wsi_inferer#{group}#{key}"] = value
+        for key, value in groups["other"].items():
             parser[f"wsi_inferer#{key}"] = value
         return parser.get_parsed_content("wsi_inferer")
     kwargs = {
@@ -185,6 +204,7 @@ def wsi_inferer_from_bundle(
         "amp": parser.get_parsed_content("amp"),
         "amp_kwargs": parser.get_parsed_content("amp_kwargs"),
         "output_dir": parser.get_parsed_content("output_dir"),
+        **{group: cls(**groups[group]) for group, cls in SETTINGS_GROUPS.items()},
     }
-    kwargs.update(options)
+    kwargs.update(groups["other"])
     return WholeSlideInferer(**kwargs)
