@@ -227,3 +227,27 @@ def test_label_dtype():
         label_dtype(-1)
     with pytest.raises(ValueError):
         label_dtype(2**32)
+
+
+def test_temporaries_are_found_by_their_name_only(tmp_path):
+    """``temporaries_in`` finds what ``temporary_sibling`` / ``temporary_directory`` left behind, nothing else."""
+    import glob
+
+    from coseg.io import temporaries_in, temporary_directory, temporary_sibling
+
+    with pytest.raises(RuntimeError):
+        with temporary_directory(tmp_path / "a.tif") as spool:
+            assert spool.is_dir() and spool.parent == tmp_path and temporaries_in(tmp_path) == [spool]
+            raise RuntimeError("interrupted")
+    assert not spool.exists()  # removed on the way out, also after an error
+    # entered, never left (kept referenced: a collected generator would clean up): what a killed process leaves
+    open_writers = [temporary_sibling(tmp_path / n) for n in ("a.tif", "b.nii.gz", "plan.json", "tile_0_1.npz")]
+    open_writers += [temporary_sibling(tmp_path / "tile_0_2.npz"), temporary_directory(tmp_path / "a.tif")]
+    left = [cm.__enter__() for cm in open_writers]
+    for name in ("a.tif", ".a.tif.zzzzzzzz.tmp.tif", ".a.tif.0123abcd.tmp.png", ".a.tif.0123abcd.tmpdir", "notes.txt"):
+        (tmp_path / name).write_text("not a temporary", encoding="utf-8")  # wrong hex / suffix, a file named like a dir
+    assert temporaries_in(tmp_path) == sorted(left)
+    assert [p.name[:7] for p in temporaries_in(tmp_path, glob.escape("a.tif"))] == [".a.tif."] * 2
+    assert [p.name[:14] for p in temporaries_in(tmp_path, "tile_*_*.npz")] == [".tile_0_1.npz.", ".tile_0_2.npz."]
+    assert temporaries_in(tmp_path / "missing") == []
+    assert [p.name.endswith(".tmp.nii.gz") for p in temporaries_in(tmp_path, "*.gz")] == [True]

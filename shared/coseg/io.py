@@ -27,10 +27,12 @@ All reading errors are :class:`coseg.errors.InputFileError` (a ``ValueError``) n
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import logging
 import math
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator, Mapping
@@ -47,6 +49,7 @@ from coseg.errors import InputFileError
 __all__ = [
     "temporary_sibling",
     "temporary_directory",
+    "temporaries_in",
     "write_bytes",
     "write_text",
     "write_json",
@@ -300,11 +303,15 @@ def atomic_write_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
 
 
+_TEMPORARY = re.compile(r"^\.(?P<final>.+)\.[0-9a-f]{8}\.(?:(?P<dir>tmpdir)|tmp(?P<suffix>.*))$")
+
+
 @contextlib.contextmanager
 def temporary_directory(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a new, empty folder beside ``path`` for the parts of a file being written; remove it afterwards.
 
-    Named like :func:`temporary_sibling`'s files: ``.<name>.<random>.tmpdir``.
+    Named like :func:`temporary_sibling`'s files (``.<name>.<random>.tmpdir``), so that :func:`temporaries_in` finds
+    it when a killed process could not remove it.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -321,6 +328,31 @@ def temporary_directory(path: str | os.PathLike) -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def temporaries_in(folder: str | os.PathLike, pattern: str = "*") -> list[Path]:
+    """The temporaries (:func:`temporary_sibling` files, :func:`temporary_directory` folders) in ``folder`` whose
+    final file name matches the ``fnmatch`` ``pattern`` (``glob.escape`` a literal name). Ones that exist while no
+    writer runs were left by a process that was killed before it could rename or remove them.
+
+    Returns:
+        their paths, sorted; nothing else in the folder matches our naming.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    found = []
+    for entry in root.iterdir():
+        m = _TEMPORARY.match(entry.name)
+        if m is None or not fnmatch.fnmatchcase(m["final"], pattern):
+            continue
+        if entry.is_dir():
+            ours = m["dir"] is not None
+        else:
+            ours = m["dir"] is None and m["suffix"] == _temporary_suffix(Path(m["final"]))
+        if ours:
+            found.append(entry)
+    return sorted(found)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

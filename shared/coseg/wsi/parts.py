@@ -6,11 +6,15 @@ settings and the tiles that hold tissue) and one record per finished tile (``til
 other settings is refused unless ``overwrite`` (:func:`prepare_parts`).
 
 Every file of a run is written under a temporary name and renamed when complete (:func:`coseg.io.atomic_write_path`),
-so a killed run leaves only whole records and whole outputs.
+so a killed run leaves only whole records and whole outputs, plus the temporaries it had not renamed or removed yet.
+:func:`prepare_parts` removes those of this input (:func:`remove_stale_temporaries`: only names that
+:mod:`coseg.io` gives temporaries of this input's outputs and records) before the run continues; the finished
+outputs are then byte-identical to those of an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -22,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from coseg.io import atomic_write_path
+from coseg.io import atomic_write_path, temporaries_in
 from coseg.wsi.tiling import Box, TilePlan
 
 __all__ = [
@@ -35,6 +39,7 @@ __all__ = [
     "record_name",
     "stored_bands",
     "prepare_parts",
+    "remove_stale_temporaries",
 ]
 
 logger = logging.getLogger(__name__)
@@ -316,6 +321,37 @@ def _json(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+def remove_stale_temporaries(files: SlideFiles) -> list[Path]:
+    """Remove the temporaries a killed run of this input left: those of its outputs in the output folder, and of
+    its plan and tile records in its parts folder (:func:`coseg.io.temporaries_in`). Nothing else is touched: other
+    inputs' files, other programs' files and the finished outputs and records stay.
+
+    Call it only when no other process writes this input's files (:func:`prepare_parts` runs on rank 0 before the
+    other ranks start).
+
+    Returns:
+        the paths removed.
+    """
+    stale: list[Path] = []
+    for path in files.outputs.values():
+        stale += temporaries_in(path.parent, glob.escape(path.name))
+    stale += temporaries_in(files.parts, glob.escape(files.plan.name))
+    stale += temporaries_in(files.parts, "tile_*_*.npz")
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    if stale:
+        logger.warning(
+            "%s: removed %d temporary file(s) left by an interrupted run: %s",
+            files.name,
+            len(stale),
+            ", ".join(p.name for p in stale),
+        )
+    return stale
+
+
 def prepare_parts(
     files: SlideFiles,
     settings: Mapping[str, Any],
@@ -325,7 +361,7 @@ def prepare_parts(
 ) -> tuple[list[tuple[int, int]], dict[str, Any] | None]:
     """Reuse, refuse or reset the work of an earlier run of this input (on rank 0 only, before the tiles).
 
-    Finished outputs of a run with
+    Stale temporaries are removed first (:func:`remove_stale_temporaries`). Then: finished outputs of a run with
     the same settings are kept (nothing to do); a parts folder with the same settings is continued; one with other
     settings is refused, or discarded with ``overwrite``. A new run finds its active tiles with ``find_active`` and
     records them with the settings in ``plan.json``.
@@ -342,6 +378,7 @@ def prepare_parts(
     Raises:
         ValueError: outputs or a parts folder from a run with other settings, without ``overwrite``.
     """
+    remove_stale_temporaries(files)
     current = _json(settings)
     summary_file = files.outputs["summary"]
     if not overwrite and summary_file.is_file():
