@@ -18,6 +18,9 @@ than the margin is still joined, however far it extends, because the decision on
 border (this is what the centroid-in-core rule of HoVer-Net / TIAToolbox cannot do without a margin wider than
 the largest object).
 
+What a tile contributes is a :class:`~coseg.wsi.parts.TileRecord`, saved in the run's parts folder
+(:mod:`coseg.wsi.parts`); :func:`instance_polygons` reads the outlines back one tile at a time.
+
 Coordinates are region pixels (see :mod:`coseg.wsi.tiling`): ``x`` the column, ``y`` the row. Centroids and
 boxes follow :class:`coseg.postprocess.InstanceTable` (pixel centres at integers, box maxima exclusive);
 polygons follow :mod:`coseg.histo.geojson` (pixel edges, exact under re-rasterisation).
