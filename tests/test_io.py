@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 
 import cv2
 import numpy as np
@@ -11,7 +13,20 @@ import tifffile
 from PIL import Image
 
 from coseg.errors import InputFileError
-from coseg.io import atomic_write_path, label_dtype, read_label, read_rgb, write_label, write_rgb
+from coseg.io import (
+    StagedDir,
+    atomic_write_path,
+    label_dtype,
+    png_is_16bit_colour,
+    read_label,
+    read_rgb,
+    temporary_sibling_dir,
+    write_bytes,
+    write_json,
+    write_label,
+    write_rgb,
+    write_text,
+)
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (7, 9, 3), dtype=np.uint8)
@@ -229,22 +244,123 @@ def test_label_dtype():
         label_dtype(2**32)
 
 
+@pytest.fixture(params=[0o022, 0o002], ids=["umask022", "umask002"])
+def umask(request):
+    """Run the test under a given umask (restored afterwards); yields it."""
+    old = os.umask(request.param)
+    try:
+        yield request.param
+    finally:
+        os.umask(old)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_writers_create_files_with_the_umask_modes(tmp_path, umask):
+    files = {
+        "rgb.png": lambda p: write_rgb(p, RGB),
+        "label.png": lambda p: write_label(p, RGB[..., 0]),
+        "label.tif": lambda p: write_label(p, RGB[..., 0].astype(np.uint32) * 70000),
+        "doc.json": lambda p: write_json(p, {"a": 1}),
+        "raw.bin": lambda p: write_bytes(p, b"x"),
+        "text.txt": lambda p: write_text(p, "x"),
+    }
+    for name, write in files.items():
+        write(tmp_path / "sub" / name)
+        assert _mode(tmp_path / "sub" / name) == 0o666 & ~umask, name
+    assert _mode(tmp_path / "sub") == 0o777 & ~umask  # parents made by the writers too
+
+
+def test_temporary_sibling_dir_modes_and_cleanup(tmp_path, umask):
+    target = tmp_path / "data" / "set"
+    with temporary_sibling_dir(target, tag="partial") as tmp:
+        assert tmp.parent == target.parent and tmp.name.startswith(".set.partial-")
+        assert _mode(tmp) == 0o777 & ~umask  # not mkdtemp's 0700
+        (tmp / "f").write_text("x")
+    assert not tmp.exists()  # removed with its content
+    with pytest.raises(RuntimeError):
+        with temporary_sibling_dir(target) as tmp:
+            raise RuntimeError("boom")
+    assert not tmp.exists()
+    with temporary_sibling_dir(target) as tmp:
+        os.replace(tmp, target)  # moved away: kept
+    assert target.is_dir() and _mode(target) == 0o777 & ~umask
+    with pytest.raises(ValueError, match="tag"):
+        with temporary_sibling_dir(target, tag="a/b"):
+            pass
+
+
+def test_staged_dir_commit_refusal_and_overwrite(tmp_path, caplog):
+    target = tmp_path / "out"
+    with StagedDir(target) as stage:
+        (stage.path / "a.txt").write_text("new")
+        assert not target.exists()  # nothing under the final name before commit
+        assert stage.commit() == target
+    assert (target / "a.txt").read_text() == "new" and sorted(os.listdir(tmp_path)) == ["out"]
+    with pytest.raises(FileExistsError, match="not empty"):
+        StagedDir(target)
+    with pytest.raises(RuntimeError):
+        with StagedDir(target, overwrite=True) as stage:
+            (stage.path / "b.txt").write_text("half")
+            raise RuntimeError("failed half-way")
+    assert sorted(os.listdir(target)) == ["a.txt"] and sorted(os.listdir(tmp_path)) == ["out"]
+    with StagedDir(target, overwrite=True) as stage:
+        (stage.path / "b.txt").write_text("complete")
+        stage.commit()
+    assert sorted(os.listdir(target)) == ["b.txt"] and sorted(os.listdir(tmp_path)) == ["out"]
+    # a folder that appears meanwhile is not replaced without overwrite
+    other = tmp_path / "race"
+    with StagedDir(other) as stage:
+        (other / "x").parent.mkdir()
+        (other / "x").write_text("someone else's")
+        with pytest.raises(FileExistsError, match="appeared"):
+            stage.commit()
+    assert sorted(os.listdir(other)) == ["x"]
+    # an empty folder or a missing one are fine; a file is not
+    (tmp_path / "empty").mkdir()
+    with StagedDir(tmp_path / "empty") as stage:
+        stage.commit()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="not a folder"):
+        StagedDir(tmp_path / "file")
+    # leftovers of a killed run are named when the next run starts
+    (tmp_path / ".out.partial-deadbeef").mkdir()
+    with caplog.at_level(logging.WARNING, logger="coseg.io"), StagedDir(target, overwrite=True):
+        pass
+    assert ".out.partial-deadbeef" in caplog.text
+
+
+def test_png_is_16bit_colour(tmp_path):
+    rgb16, grey16 = tmp_path / "rgb16.png", tmp_path / "grey16.png"
+    cv2.imwrite(str(rgb16), np.full((2, 3, 3), 4095, np.uint16))
+    cv2.imwrite(str(grey16), np.full((2, 3), 4095, np.uint16))
+    write_rgb(tmp_path / "rgb8.png", RGB)
+    (tmp_path / "short.png").write_bytes(b"\x89PNG")
+    assert png_is_16bit_colour(rgb16)
+    assert not any(png_is_16bit_colour(tmp_path / n) for n in ("grey16.png", "rgb8.png", "short.png"))
+
+
 def test_temporaries_are_found_by_their_name_only(tmp_path):
-    """``temporaries_in`` finds what ``temporary_sibling`` / ``temporary_directory`` left behind, nothing else."""
+    """``temporaries_in`` finds what ``temporary_sibling`` / ``temporary_sibling_dir`` left behind, nothing else."""
     import glob
 
-    from coseg.io import temporaries_in, temporary_directory, temporary_sibling
+    from coseg.io import temporaries_in, temporary_sibling, temporary_sibling_dir
 
     with pytest.raises(RuntimeError):
-        with temporary_directory(tmp_path / "a.tif") as spool:
+        with temporary_sibling_dir(tmp_path / "a.tif", tag="spool") as spool:
             assert spool.is_dir() and spool.parent == tmp_path and temporaries_in(tmp_path) == [spool]
             raise RuntimeError("interrupted")
     assert not spool.exists()  # removed on the way out, also after an error
     # entered, never left (kept referenced: a collected generator would clean up): what a killed process leaves
     open_writers = [temporary_sibling(tmp_path / n) for n in ("a.tif", "b.nii.gz", "plan.json", "tile_0_1.npz")]
-    open_writers += [temporary_sibling(tmp_path / "tile_0_2.npz"), temporary_directory(tmp_path / "a.tif")]
+    open_writers += [
+        temporary_sibling(tmp_path / "tile_0_2.npz"),
+        temporary_sibling_dir(tmp_path / "a.tif", tag="spool"),
+    ]
     left = [cm.__enter__() for cm in open_writers]
-    for name in ("a.tif", ".a.tif.zzzzzzzz.tmp.tif", ".a.tif.0123abcd.tmp.png", ".a.tif.0123abcd.tmpdir", "notes.txt"):
+    for name in ("a.tif", ".a.tif.zzzzzzzz.tmp.tif", ".a.tif.0123abcd.tmp.png", ".a.tif.spool-0123abcd", "notes.txt"):
         (tmp_path / name).write_text("not a temporary", encoding="utf-8")  # wrong hex / suffix, a file named like a dir
     assert temporaries_in(tmp_path) == sorted(left)
     assert [p.name[:7] for p in temporaries_in(tmp_path, glob.escape("a.tif"))] == [".a.tif."] * 2

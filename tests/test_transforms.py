@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import cv2
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
+from PIL import Image
 
 from coseg.constants import PIXEL_MEAN, PIXEL_STD
 from coseg.errors import InputFileError
 from coseg.histo.transforms import RandHEDJitterd
+from coseg.io import read_rgb
 from coseg.keys import DataKeys
 from coseg.losses import CoSegLoss, CoSegTargetsd
-from coseg.transforms import CheckLabelsd, CheckRGBd, FlattenEngineOutputd, SAM2Normalized
+from coseg.transforms import (
+    CheckedPILReader,
+    CheckLabelsd,
+    CheckRGBd,
+    FlattenEngineOutputd,
+    LoadCheckedImaged,
+    SAM2Normalized,
+)
 
 
 def _img(c: int, value: float = 100.0, name: str = "/data/x.png") -> MetaTensor:
@@ -98,3 +109,55 @@ def test_flatten_lifts_the_prediction_dict():
     d = {"image": 1, "pred": {"sem_logits": 2, "inst_hv": 3}, "label_sem": 4}
     out = FlattenEngineOutputd()(d)
     assert out == {"image": 1, "sem_logits": 2, "inst_hv": 3, "label_sem": 4}
+
+
+def _bundle_loader(reader="coseg.transforms.CheckedPILReader", **kw):
+    """The bundles' image loading step (configs/train.json and inference.json)."""
+    return LoadCheckedImaged(
+        keys="image", reader=reader, reverse_indexing=False, image_only=True, ensure_channel_first=True, **kw
+    )
+
+
+def test_truncated_or_missing_files_are_named_on_the_bundle_path(tmp_path):
+    png = tmp_path / "tile.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(png)
+    assert _bundle_loader()({"image": str(png)})["image"].shape == (3, 32, 32)
+    png.write_bytes(png.read_bytes()[: png.stat().st_size // 2])
+    with pytest.raises(InputFileError, match="truncated") as err:
+        _bundle_loader()({"image": str(png)})
+    assert err.value.path == str(png)
+    with pytest.raises(InputFileError, match="does not exist") as err:
+        _bundle_loader()({"image": str(tmp_path / "gone.png")})
+    assert err.value.path == str(tmp_path / "gone.png")
+    volume = tmp_path / "scan_0000.nii.gz"
+    voxels = np.random.default_rng(0).integers(-1000, 3000, (20, 21, 22)).astype(np.int16)
+    nib.save(nib.Nifti1Image(voxels, np.eye(4)), volume)
+    volume.write_bytes(volume.read_bytes()[: volume.stat().st_size // 2])
+    loader = LoadCheckedImaged(keys="image", image_only=True, ensure_channel_first=True)  # cbct inference.json
+    with pytest.raises(InputFileError, match="file is truncated") as err:
+        loader({"image": str(volume)})
+    assert err.value.path == str(volume)
+
+
+def test_16bit_rgb_png_is_scaled_or_refused_on_the_bundle_path(tmp_path):
+    vals = np.array([[[0, 128, 129], [257, 4095, 65535]]], dtype=np.uint16)  # (1, 2, 3); 4095: 12-bit white
+    expect = np.array([[[0, 0, 1], [1, 16, 255]]], dtype=np.float32)  # round(v * 255 / 65535), as coseg.io
+    path = tmp_path / "rgb16.png"
+    cv2.imwrite(str(path), vals[..., ::-1])  # OpenCV writes BGR
+    plain = _bundle_loader(reader="PILReader")({"image": str(path)})["image"]
+    assert float(plain[1, 0, 1]) == 15  # Pillow silently keeps the high byte: 12-bit white 4095 -> 15
+    out = _bundle_loader()({"image": str(path)})
+    np.testing.assert_array_equal(out["image"].numpy(), np.moveaxis(expect, -1, 0))
+    np.testing.assert_array_equal(out["image"].numpy(), np.moveaxis(read_rgb(path), -1, 0))
+    assert out["image"].meta["filename_or_obj"] == str(path)
+    checked = CheckRGBd("image")(out)["image"]  # and the bundle's next step accepts it
+    assert checked.shape == (3, 1, 2)
+    with pytest.raises(InputFileError, match="16-bit") as err:
+        _bundle_loader(high_bit_depth="error")({"image": str(path)})
+    assert err.value.path == str(path)
+    grey16 = tmp_path / "inst.png"  # 16-bit label maps keep their values
+    Image.fromarray(np.array([[0, 300], [70, 65535]], dtype=np.uint16)).save(grey16)
+    label = _bundle_loader()({"image": str(grey16)})["image"]
+    np.testing.assert_array_equal(label[0].numpy(), [[0, 300], [70, 65535]])
+    with pytest.raises(ValueError, match="high_bit_depth"):
+        CheckedPILReader(high_bit_depth="clip")

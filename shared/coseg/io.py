@@ -37,6 +37,7 @@ import secrets
 import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import cv2
@@ -48,8 +49,6 @@ from coseg.errors import InputFileError
 
 __all__ = [
     "temporary_sibling",
-    "temporary_directory",
-    "temporaries_in",
     "write_bytes",
     "write_text",
     "write_json",
@@ -61,6 +60,10 @@ __all__ = [
     "write_label",
     "label_dtype",
     "atomic_write_path",
+    "temporary_sibling_dir",
+    "temporaries_in",
+    "StagedDir",
+    "png_is_16bit_colour",
 ]
 
 logger = logging.getLogger(__name__)
@@ -79,11 +82,18 @@ def _check_file(path: Path) -> None:
         raise InputFileError(path, "file is empty (0 bytes)")
 
 
-def _png_is_16bit_colour(path: Path) -> bool:
+def png_is_16bit_colour(path: str | os.PathLike) -> bool:
     """True for a PNG whose IHDR says bit depth 16 and colour type RGB (2) or RGBA (6).
 
-    Pillow decodes such files to 8 bits by dropping the low byte without saying so; we read them with
-    OpenCV instead to keep the 16-bit values and round them properly.
+    Pillow decodes such files to 8 bits by dropping the low byte without saying so (12-bit data becomes
+    near-black); :func:`read_rgb` reads them with OpenCV instead to keep the 16-bit values and round them properly.
+    Files that are not PNGs, or too short to hold an IHDR, give ``False``.
+
+    Args:
+        path: any file.
+
+    Returns:
+        Whether Pillow would silently reduce the file to 8 bits per channel.
     """
     with open(path, "rb") as f:
         head = f.read(26)
@@ -129,7 +139,7 @@ def _read_array(path: str | os.PathLike, *, as_label: bool) -> tuple[Path, np.nd
     _check_file(p)
     if p.suffix.lower() in _TIFF_SUFFIXES:
         arr = _read_tiff(p)
-    elif not as_label and _png_is_16bit_colour(p):
+    elif not as_label and png_is_16bit_colour(p):
         arr = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
         if arr is None:
             raise InputFileError(p, "cannot be read as a 16-bit PNG")
@@ -303,56 +313,185 @@ def atomic_write_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
 
 
-_TEMPORARY = re.compile(r"^\.(?P<final>.+)\.[0-9a-f]{8}\.(?:(?P<dir>tmpdir)|tmp(?P<suffix>.*))$")
-
-
 @contextlib.contextmanager
-def temporary_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a new, empty folder beside ``path`` for the parts of a file being written; remove it afterwards.
+def temporary_sibling_dir(path: str | os.PathLike, *, tag: str = "tmp") -> Iterator[Path]:
+    """Yield a new, empty hidden folder beside ``path`` (``.<name>.<tag>-<random>``); remove it at the end.
 
-    Named like :func:`temporary_sibling`'s files (``.<name>.<random>.tmpdir``), so that :func:`temporaries_in` finds
-    it when a killed process could not remove it.
+    The folder is created with the mode an ordinary ``mkdir`` gives (``0o777`` less the umask, unlike
+    :func:`tempfile.mkdtemp`'s ``0o700``), so a folder renamed into place stays readable by the other users,
+    containers and servers that share it. Whatever is still at the yielded path when the block ends (normally or
+    by an exception) is removed with its content; rename it away inside the block to keep it.
+
+    Args:
+        path: the final folder name the temporary folder stands in for.
+        tag: a word in the temporary name (e.g. ``"partial"``) saying what it holds.
+
+    Yields:
+        The temporary folder.
+
+    Raises:
+        ValueError: a ``tag`` that is empty or holds a path separator.
     """
+    if not tag or os.sep in tag or (os.altsep and os.altsep in tag):
+        raise ValueError(f"tag must be a non-empty word without path separators, got {tag!r}")
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(100):
-        folder = final.parent / f".{final.name}.{secrets.token_hex(4)}.tmpdir"
+        tmp = final.parent / f".{final.name}.{tag}-{secrets.token_hex(4)}"
         try:
-            folder.mkdir()
+            tmp.mkdir(mode=0o777)
             break
         except FileExistsError:
             continue
     else:  # pragma: no cover - 100 collisions of 32 random bits
         raise FileExistsError(f"{final.parent}: cannot create a temporary folder for {final.name}")
     try:
-        yield folder
+        yield tmp
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+_TEMPORARY_FILE = re.compile(r"^\.(?P<final>.+)\.[0-9a-f]{8}\.tmp(?P<suffix>.*)$")
+_TEMPORARY_DIR = re.compile(r"^\.(?P<final>.+)\.[^./\\]+-[0-9a-f]{8}$")
 
 
 def temporaries_in(folder: str | os.PathLike, pattern: str = "*") -> list[Path]:
-    """The temporaries (:func:`temporary_sibling` files, :func:`temporary_directory` folders) in ``folder`` whose
-    final file name matches the ``fnmatch`` ``pattern`` (``glob.escape`` a literal name). Ones that exist while no
-    writer runs were left by a process that was killed before it could rename or remove them.
+    """The temporaries in ``folder`` (:func:`temporary_sibling` files, :func:`temporary_sibling_dir` folders with a
+    tag without dots) whose final name matches the ``fnmatch`` ``pattern`` (``glob.escape`` a literal name). Ones
+    that exist while no writer runs were left by a process killed before it could rename or remove them.
+
+    Args:
+        folder: the folder to look in (a missing folder holds none).
+        pattern: of the final names.
 
     Returns:
-        their paths, sorted; nothing else in the folder matches our naming.
+        their paths, sorted; nothing else in the folder matches this naming.
     """
     root = Path(folder)
     if not root.is_dir():
         return []
     found = []
     for entry in root.iterdir():
-        m = _TEMPORARY.match(entry.name)
-        if m is None or not fnmatch.fnmatchcase(m["final"], pattern):
-            continue
         if entry.is_dir():
-            ours = m["dir"] is not None
+            m = _TEMPORARY_DIR.match(entry.name)
+            ours = m is not None
         else:
-            ours = m["dir"] is None and m["suffix"] == _temporary_suffix(Path(m["final"]))
-        if ours:
+            m = _TEMPORARY_FILE.match(entry.name)
+            ours = m is not None and m["suffix"] == _temporary_suffix(Path(m["final"]))
+        if ours and fnmatch.fnmatchcase(m["final"], pattern):
             found.append(entry)
     return sorted(found)
+
+
+class StagedDir:
+    """A folder filled beside its final place and moved there by one rename when it is complete.
+
+    Example::
+
+        with StagedDir(out_dir, overwrite=False) as stage:
+            write_json(stage.path / "datalist.json", ...)
+            stage.commit()
+
+    Until :meth:`commit`, ``out_dir`` is not touched: an exception leaves no trace, and a process killed
+    (even by SIGKILL) leaves only a hidden ``.<name>.partial-<random>`` folder beside ``out_dir``, never a
+    partial folder under the final name. Such leftovers are named in a warning when the next run starts. The
+    staging folder gets the umask's modes (:func:`temporary_sibling_dir`).
+
+    With ``overwrite``, the previous ``out_dir`` is moved aside, the new one renamed into place and the old
+    one deleted; if the rename fails the old one is put back. (A kill between those two renames, a window of
+    two system calls, leaves the previous folder in a hidden ``.<name>.old-<random>`` folder.)
+
+    Args:
+        path: the final folder.
+        overwrite: replace an existing non-empty folder (only once the new one is complete).
+
+    Raises:
+        FileExistsError: ``path`` exists and is not a folder, or is a non-empty folder and ``overwrite`` is false
+            (raised at construction, before any work).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
+        self.target = Path(path).absolute()
+        self.overwrite = bool(overwrite)
+        self._check_target()
+        self._stack: contextlib.ExitStack | None = None
+        self._path: Path | None = None
+        self.committed = False
+
+    def _check_target(self) -> None:
+        if self.target.exists() or self.target.is_symlink():
+            if not self.target.is_dir():
+                raise FileExistsError(f"{self.target} exists and is not a folder")
+            if any(self.target.iterdir()) and not self.overwrite:
+                raise FileExistsError(f"{self.target} exists and is not empty (use overwrite to replace it)")
+
+    @property
+    def path(self) -> Path:
+        """The staging folder to write into (only inside the ``with`` block, before :meth:`commit`)."""
+        if self._path is None:
+            raise RuntimeError("StagedDir.path is only available inside its 'with' block, before commit()")
+        return self._path
+
+    def __enter__(self) -> StagedDir:
+        leftovers = sorted(self.target.parent.glob(f".{self.target.name}.partial-*"))
+        if leftovers:
+            logger.warning(
+                "%s: %d unfinished folder(s) of interrupted runs lie beside it (%s); delete them once no other "
+                "run is writing there",
+                self.target,
+                len(leftovers),
+                ", ".join(p.name for p in leftovers[:3]) + (", ..." if len(leftovers) > 3 else ""),
+            )
+        self._stack = contextlib.ExitStack()
+        self._path = self._stack.enter_context(temporary_sibling_dir(self.target, tag="partial"))
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        stack, self._stack, self._path = self._stack, None, None
+        if stack is not None:
+            stack.close()
+
+    def commit(self) -> Path:
+        """Move the staging folder to its final place.
+
+        Returns:
+            The final folder.
+
+        Raises:
+            RuntimeError: outside the ``with`` block or called twice.
+            FileExistsError: a non-empty folder appeared at the final place meanwhile and ``overwrite`` is false
+                (the new folder is discarded when the block ends).
+            OSError: the rename failed (a previous folder is put back).
+        """
+        staged = self.path
+        old: contextlib.ExitStack | None = None
+        try:
+            if self.target.exists() or self.target.is_symlink():
+                if not self.target.is_dir():
+                    raise FileExistsError(f"{self.target} appeared and is not a folder; the new one was discarded")
+                if any(self.target.iterdir()):
+                    if not self.overwrite:
+                        raise FileExistsError(f"{self.target} appeared and is not empty; the new folder was discarded")
+                    old = contextlib.ExitStack()
+                    aside = old.enter_context(temporary_sibling_dir(self.target, tag="old")) / "data"
+                    os.replace(self.target, aside)
+                else:
+                    self.target.rmdir()
+            try:
+                os.replace(staged, self.target)
+            except OSError:
+                if old is not None:  # put the previous folder back
+                    os.replace(aside, self.target)
+                raise
+        finally:
+            if old is not None:
+                old.close()
+        self._path = None
+        self.committed = True
+        return self.target
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -1,20 +1,181 @@
-"""MONAI dictionary transforms the bundles need and MONAI lacks: input checks that name the file, SAM2's
-input normalisation, H&E stain jitter, and flattening of the nested engine outputs."""
+"""MONAI dictionary transforms the bundles need and MONAI lacks: loading and input checks that name the file,
+SAM2's input normalisation, H&E stain jitter, and flattening of the nested engine outputs."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
-from monai.config import KeysCollection
-from monai.data import MetaTensor
-from monai.transforms import MapTransform
+from monai.config import DtypeLike, KeysCollection, PathLike
+from monai.data import ImageReader, MetaTensor, PILReader
+from monai.transforms import LoadImage, LoadImaged, MapTransform
+from monai.utils import ensure_tuple
+from PIL import Image
 
 from coseg.constants import normalize
 from coseg.errors import InputFileError
-from coseg.io import source_name
+from coseg.io import png_is_16bit_colour, read_rgb, source_name
 
-__all__ = ["CheckRGBd", "CheckLabelsd", "SAM2Normalized", "FlattenEngineOutputd"]
+__all__ = [
+    "CheckedPILReader",
+    "LoadCheckedImage",
+    "LoadCheckedImaged",
+    "CheckRGBd",
+    "CheckLabelsd",
+    "SAM2Normalized",
+    "FlattenEngineOutputd",
+]
+
+_HIGH_BIT_DEPTH_MODES = ("scale", "error")
+
+
+class CheckedPILReader(PILReader):
+    """MONAI's ``PILReader`` that does not let Pillow reduce 16-bit colour PNGs to 8 bits silently.
+
+    Pillow decodes a 16-bit RGB(A) PNG by keeping the high byte only (12-bit scanner data becomes near-black) and
+    says nothing; the values never exceed 255, so no later check can notice. This reader looks at the PNG header
+    (:func:`coseg.io.png_is_16bit_colour`) and, as :func:`coseg.io.read_rgb` does:
+
+    - ``high_bit_depth="scale"`` (default): reads the file with :func:`coseg.io.read_rgb` (full 16-bit values,
+      ``round(v * 255 / 65535)``, alpha dropped) and hands the 8-bit RGB image on;
+    - ``high_bit_depth="error"``: raises :class:`~coseg.errors.InputFileError` naming the file.
+
+    Other files are read exactly as by ``PILReader`` (16-bit grey label maps keep their values).
+
+    Args:
+        converter, reverse_indexing, kwargs: as ``monai.data.PILReader``.
+        high_bit_depth: ``"scale"`` or ``"error"``.
+
+    Raises:
+        ValueError: an unknown ``high_bit_depth``.
+    """
+
+    def __init__(
+        self,
+        converter: Any = None,
+        reverse_indexing: bool = True,
+        *,
+        high_bit_depth: str = "scale",
+        **kwargs: Any,
+    ) -> None:
+        if high_bit_depth not in _HIGH_BIT_DEPTH_MODES:
+            raise ValueError(f"high_bit_depth must be one of {_HIGH_BIT_DEPTH_MODES}, got {high_bit_depth!r}")
+        super().__init__(converter=converter, reverse_indexing=reverse_indexing, **kwargs)
+        self.high_bit_depth = high_bit_depth
+
+    def read(self, data: Sequence[PathLike] | PathLike | np.ndarray, **kwargs: Any) -> Any:
+        """Open the file(s) like ``PILReader.read``; 16-bit colour PNGs as described in the class docstring.
+
+        Raises:
+            InputFileError: a 16-bit colour PNG with ``high_bit_depth="error"``.
+        """
+        names = ensure_tuple(data)
+        images = []
+        for name in names:
+            if isinstance(name, (str, os.PathLike)) and Path(name).is_file() and png_is_16bit_colour(name):
+                if self.high_bit_depth == "error":
+                    raise InputFileError(
+                        name, "PNG is 16-bit per colour channel; expected 8-bit RGB (high_bit_depth='error')"
+                    )
+                image = Image.fromarray(read_rgb(name, high_bit_depth="scale"))
+                images.append(self.converter(image) if callable(self.converter) else image)
+            else:
+                images.append(super().read(name, **kwargs))
+        return images if len(names) > 1 else images[0]
+
+
+class LoadCheckedImage(LoadImage):
+    """MONAI's ``LoadImage`` whose failures name the file.
+
+    Readers raise errors such as ``OSError: image file is truncated`` (Pillow) or ``EOFError: Compressed file ended
+    before the end-of-stream marker was reached`` (nibabel) that do not say which of thousands of files is broken;
+    here any error while reading or decoding becomes :class:`~coseg.errors.InputFileError` naming the file, with
+    the reader's message kept (and the original exception chained). Arguments are those of ``LoadImage``.
+    """
+
+    def __call__(self, filename: Sequence[PathLike] | PathLike, reader: ImageReader | None = None) -> Any:
+        """Load as ``LoadImage`` does.
+
+        Raises:
+            InputFileError: the file does not exist, or reading it failed.
+        """
+        try:
+            return super().__call__(filename, reader)
+        except InputFileError:
+            raise
+        except Exception as exc:  # readers raise OSError, EOFError, RuntimeError, ValueError, ...
+            names = [os.fspath(n) for n in ensure_tuple(filename) if isinstance(n, (str, os.PathLike))]
+            if not names:
+                raise
+            missing = [n for n in names if not Path(n).expanduser().exists()]
+            if missing:
+                raise InputFileError(missing[0], "file does not exist") from exc
+            reason = str(exc).strip() or "no reason given"
+            if isinstance(exc, EOFError):
+                reason = f"file is truncated ({reason})"
+            raise InputFileError(", ".join(names), f"cannot be read ({type(exc).__name__}: {reason})") from exc
+
+
+class LoadCheckedImaged(LoadImaged):
+    """Dictionary version of :class:`LoadCheckedImage`: MONAI's ``LoadImaged`` whose failures name the file.
+
+    Takes exactly the arguments of ``monai.transforms.LoadImaged``; e.g. in a bundle::
+
+        {"_target_": "coseg.transforms.LoadCheckedImaged", "keys": "image",
+         "reader": "coseg.transforms.CheckedPILReader", "image_only": true, "ensure_channel_first": true}
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        reader: type[ImageReader] | str | None = None,
+        dtype: DtypeLike = np.float32,
+        meta_keys: KeysCollection | None = None,
+        meta_key_postfix: str = "meta_dict",
+        overwriting: bool = False,
+        image_only: bool = True,
+        ensure_channel_first: bool = False,
+        simple_keys: bool = False,
+        prune_meta_pattern: str | None = None,
+        prune_meta_sep: str = ".",
+        allow_missing_keys: bool = False,
+        expanduser: bool = True,
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            keys,
+            reader,
+            dtype,
+            meta_keys,
+            meta_key_postfix,
+            overwriting,
+            image_only,
+            ensure_channel_first,
+            simple_keys,
+            prune_meta_pattern,
+            prune_meta_sep,
+            allow_missing_keys,
+            expanduser,
+            *args,
+            **kwargs,
+        )
+        self._loader = LoadCheckedImage(
+            reader,
+            image_only,
+            dtype,
+            ensure_channel_first,
+            simple_keys,
+            prune_meta_pattern,
+            prune_meta_sep,
+            expanduser,
+            *args,
+            **kwargs,
+        )
 
 
 class CheckRGBd(MapTransform):
@@ -24,8 +185,9 @@ class CheckRGBd(MapTransform):
 
     - 4 channels (RGBA): the alpha channel is dropped.
     - 1 channel (grey): an error, unless ``allow_grey=True`` which repeats it to 3 channels.
-    - values above 255 (16-bit images): an error, unless ``rescale_16bit=True`` which maps [0, 65535] to
-      [0, 255].
+    - values above 255 (16-bit images from readers that keep them, e.g. ITK): an error, unless
+      ``rescale_16bit=True`` which maps [0, 65535] to [0, 255]. Pillow reduces 16-bit colour PNGs to 8 bits
+      before this check can see them: load with :class:`CheckedPILReader`, which scales or refuses them.
     - any other channel count, an empty image, or NaN/negative values: an error.
 
     The output is float32 in [0, 255].

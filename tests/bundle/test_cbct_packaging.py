@@ -250,7 +250,7 @@ def test_one_hot_view_needs_the_pred_entry():
         )
 
 
-def test_verify_net_in_out_runs_the_cbct_volume_pipeline():
+def test_verify_net_in_out_runs_the_cbct_volume_pipeline(tmp_path):
     """MONAI's check of metadata.json (36 channels, uint8) against the real pipeline: slicing, the micro network,
     post-processing, 3D linking and FDI numbering on a random 12x40x32 volume."""
     from monai.bundle import verify_net_in_out
@@ -261,6 +261,7 @@ def test_verify_net_in_out_runs_the_cbct_volume_pipeline():
         "config_file": str(CBCT / "configs" / "inference.json"),
         "device": "cpu",
         "model_preset": "micro",
+        "ckpt_path": str(tmp_path / "none.pt"),  # no weights: the network comes from the given settings
         "patch_size": 64,
         "_meta_#network_data_format#inputs#image#spatial_shape": [12, 40, 32],
     }
@@ -274,7 +275,7 @@ def test_verify_net_in_out_runs_the_cbct_volume_pipeline():
 
 
 @pytest.mark.filterwarnings("ignore:Polyfit may be poorly conditioned")  # FDI numbering of random teeth
-def test_one_hot_view_equals_the_inferers_pred():
+def test_one_hot_view_equals_the_inferers_pred(tmp_path):
     """On a phantom with its real affine: the view is exactly the one-hot encoding of VolumeSliceInferer's pred."""
     from monai.bundle import ConfigParser
 
@@ -282,7 +283,14 @@ def test_one_hot_view_equals_the_inferers_pred():
 
     parser = ConfigParser()
     parser.read_config(str(CBCT / "configs" / "inference.json"))
-    parser.update({"model_preset": "micro", "patch_size": 64, "device": "$torch.device('cpu')"})
+    parser.update(
+        {
+            "model_preset": "micro",
+            "ckpt_path": str(tmp_path / "none.pt"),
+            "patch_size": 64,
+            "device": "$torch.device('cpu')",
+        }
+    )
     torch.manual_seed(0)
     view = parser.get_parsed_content("pred_onehot_network").eval()
     phantom = make_phantom((16, 40, 36), seed=4)

@@ -258,6 +258,18 @@ def test_export_refuses_mismatched_classes_and_unknown_overrides(source_bundle, 
         export_bundle(source_bundle, tmp_path, overrides={"inst_types": {"0": "background", "1": "nucleus"}})
     with pytest.raises(ValueError, match="matches no item"):
         export_bundle(source_bundle, tmp_path, overrides={"patch_sise": 64})
+
+
+def test_export_refuses_network_settings_that_contradict_the_weights(source_bundle, tmp_path):
+    """model.pt records the network it belongs to (a micro model): inference.json may leave the settings null or
+    repeat them, but not contradict them."""
+    out = tmp_path / "dist"
+    with pytest.raises(InputFileError, match=r"name \(preset\): inference.json 'tiny', model.pt 'micro'") as err:
+        export_bundle(source_bundle, out, overrides={"model_preset": "tiny", "ssm_silu": False})
+    assert "model.pt" in str(err.value) and not out.exists()
+    with pytest.raises(InputFileError, match="ssm_silu: inference.json True, model.pt False"):
+        export_bundle(source_bundle, out, overrides={"ssm_silu": True})
+    assert export_bundle(source_bundle, out, overrides={"model_preset": "micro", "ssm_silu": False}).is_file()
     with pytest.raises(FileNotFoundError, match="checkpoint_final.pt"):
         export_bundle(source_bundle, tmp_path, models=["checkpoint_final.pt"])
     assert not list(tmp_path.glob("*.zip"))

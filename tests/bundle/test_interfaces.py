@@ -97,8 +97,9 @@ def test_class_map_probabilities_checks_the_outputs():
         ClassMapProbabilities(_FixedOutputs(**outputs))(torch.zeros(1, 3, 2, 2))
 
 
-def test_verify_net_in_out_accepts_the_class_map_network():
-    """MONAI's check of the network against metadata.json (channels, dtype), on the single-tensor view."""
+def test_verify_net_in_out_accepts_the_class_map_network(tmp_path):
+    """MONAI's check of the network against metadata.json (channels, dtype), on the single-tensor view (no weights:
+    the network comes from the given settings, whatever a working copy holds in the bundle's models/)."""
     from monai.bundle import verify_net_in_out
 
     with warnings.catch_warnings():
@@ -109,6 +110,7 @@ def test_verify_net_in_out_accepts_the_class_map_network():
             config_file=str(HISTO / "configs" / "inference.json"),
             device="cpu",
             model_preset="micro",
+            ckpt_path=str(tmp_path / "none.pt"),
             **{"_meta_#network_data_format#inputs#image#spatial_shape": [64, 64]},
         )
         with pytest.raises(ValueError, match="output channel number"):
@@ -118,6 +120,7 @@ def test_verify_net_in_out_accepts_the_class_map_network():
                 config_file=str(HISTO / "configs" / "inference.json"),
                 device="cpu",
                 model_preset="micro",
+                ckpt_path=str(tmp_path / "none.pt"),
                 **{
                     "_meta_#network_data_format#inputs#image#spatial_shape": [64, 64],
                     "_meta_#network_data_format#outputs#pred#num_channels": 5,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import cv2
 import nibabel as nib
@@ -181,6 +183,19 @@ def test_write_dental_outputs(tmp_path, prediction_and_reference):
     assert summary["tooth_types"]["11"] == 1
     montage = cv2.imread(str(paths["montage"]))
     assert montage is not None and montage.shape[2] == 3
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002])
+def test_outputs_get_the_umask_modes(tmp_path, prediction_and_reference, mask):
+    prediction, reference, _ = prediction_and_reference
+    old = os.umask(mask)
+    try:
+        paths = write_dental_outputs(tmp_path / "out", prediction, reference, montage=True)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o777 & ~mask
+    for path in paths.values():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path
 
 
 def test_outputs_are_all_or_nothing(tmp_path, prediction_and_reference, monkeypatch):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import cv2
 import numpy as np
@@ -15,6 +17,7 @@ from coseg.dental.prepare import main, prepare_cbct
 from coseg.dental.synthetic import write_toothfairy2_like
 from coseg.dental.volumes import find_toothfairy2_cases, read_case
 from coseg.errors import InputFileError
+from tests.killing import kill_half_way
 
 SHAPE = (24, 40, 40)
 SIZE = 48
@@ -154,7 +157,8 @@ def test_bad_case_stops_without_a_datalist(tmp_path, dataset):
     with pytest.raises(InputFileError, match="label shape") as info:
         prepare_cbct(broken, out, size=SIZE, progress=False)
     assert info.value.path == str(bad_label)
-    assert not (out / "datalist.json").exists() and not (out / "dataset.json").exists()
+    # the slices of the good case before it are not left behind either: no output folder at all
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["broken"]
 
 
 def test_bad_case_can_be_skipped(tmp_path, dataset):
@@ -163,6 +167,62 @@ def test_bad_case_can_be_skipped(tmp_path, dataset):
     assert list(datalist["skipped_cases"]) == ["ToothFairy2F_002"]
     assert str(bad_label) in datalist["skipped_cases"]["ToothFairy2F_002"]
     assert "ToothFairy2F_002" not in {it["case"] for key in ("training", "validation", "test") for it in datalist[key]}
+
+
+def test_skipped_cases_that_empty_a_split_are_warned_about(tmp_path, caplog):
+    raw = write_toothfairy2_like(tmp_path / "raw", num_cases=2, shape=SHAPE, seed=0)
+    sitk.WriteImage(sitk.Image(10, 10, 10, sitk.sitkUInt8) + 1, str(raw / "labelsTr" / "ToothFairy2F_001.mha"))
+    with caplog.at_level("WARNING", logger="coseg.dental.prepare"):
+        datalist = prepare_cbct(raw, tmp_path / "out", size=SIZE, on_bad_case="skip", progress=False)
+    assert datalist["empty_splits"] == ["validation", "test"]
+    assert "validation and test split(s) are empty" in caplog.text and "1 skipped" in caplog.text
+    assert json.loads((tmp_path / "out" / "datalist.json").read_text(encoding="utf-8"))["empty_splits"] == [
+        "validation",
+        "test",
+    ]
+
+
+def test_non_empty_output_needs_overwrite_and_is_replaced_whole(tmp_path, dataset, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "images").mkdir()
+    (out / "images" / "stale_axial_0000.png").write_bytes(b"old run")  # no datalist.json: an interrupted old run
+    assert main(["--input", str(dataset), "--output", str(out), "--size", str(SIZE)]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert main(["--input", str(dataset), "--output", str(out), "--size", str(SIZE), "--overwrite"]) == 0
+    assert not (out / "images" / "stale_axial_0000.png").exists() and (out / "datalist.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002])
+def test_prepared_slices_get_the_umask_modes(tmp_path, mask):
+    raw = write_toothfairy2_like(tmp_path / "raw", num_cases=1, shape=SHAPE, seed=0)
+    old = os.umask(mask)
+    try:
+        prepare_cbct(raw, tmp_path / "out", size=SIZE, ratios=(1, 0, 0), progress=False)
+    finally:
+        os.umask(old)
+    paths = [tmp_path / "out", *(tmp_path / "out").rglob("*")]
+    assert len(paths) > 4 * SHAPE[0]
+    for p in paths:
+        assert stat.S_IMODE(p.stat().st_mode) == (0o777 if p.is_dir() else 0o666) & ~mask, p
+
+
+def test_killed_run_leaves_no_dataset(tmp_path):
+    raw = write_toothfairy2_like(tmp_path / "raw", num_cases=3, shape=SHAPE, seed=0)
+    out = tmp_path / "out"
+    argv = ["--input", str(raw), "--output", str(out), "--size", str(SIZE)]
+    # killed in the second case, after the first case's slices were written
+    kill_half_way(tmp_path, patch="coseg.dental.prepare:write_png", after=4 * SHAPE[0] + 2,
+                  cli_module="coseg.dental.prepare", argv=argv)  # fmt: skip
+    assert not out.exists()
+    (partial,) = tmp_path.glob(".out.partial-*")
+    assert len(list(partial.rglob("*.png"))) == 4 * SHAPE[0] + 2 and not (partial / "datalist.json").exists()
+    assert main(argv) == 0  # a rerun needs no --overwrite: nothing is under the output name
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    kill_half_way(tmp_path, patch="coseg.dental.prepare:write_png", after=3, cli_module="coseg.dental.prepare",
+                  argv=argv + ["--overwrite"])  # fmt: skip
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_cli_errors_and_overwrite(tmp_path, dataset, prepared, capsys):

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from coseg.dental.volumes import CbctCase, find_toothfairy2_cases, read_case, read_volume
+from coseg.dental.volumes import (
+    CbctCase,
+    Volume,
+    check_volume_pair,
+    find_toothfairy2_cases,
+    grid_distance,
+    read_case,
+    read_volume,
+)
 from coseg.errors import InputFileError
 
 # a RAS affine with a permutation, flips and an origin: voxel (i, j, k) -> (-0.4 k + 5, -0.5 j + 7, 0.3 i - 2)
@@ -200,10 +208,70 @@ def test_pair_checks(tmp_path):
     assert info.value.path.endswith("case.nii.gz")
     shifted = AFFINE.copy()
     shifted[0, 3] += 0.5
-    with pytest.raises(InputFileError, match="affine differs"):
+    with pytest.raises(InputFileError, match=r"different voxel grid .* up to 0\.5 mm apart"):
         read_case(_pair(tmp_path, label_affine=shifted))
     with pytest.raises(InputFileError, match="no label"):
         read_case(CbctCase("case", tmp_path / "case_0000.nii.gz", None))
+
+
+def test_grid_mismatch_reports_the_drift_between_voxel_centres_not_the_affine_entries():
+    # spacing 0.6 mm -> 0.5 mm along i on 111 voxels: the affines differ by 0.1 in one entry, but voxel 110 lies
+    # 110 * 0.1 = 11 mm away from where the image has it
+    shape = (111, 4, 5)
+    image_affine = np.diag([0.6, 0.6, 0.6, 1.0])
+    label_affine = np.diag([0.5, 0.6, 0.6, 1.0])
+    assert grid_distance(shape, image_affine, label_affine) == pytest.approx(11.0)
+    image = Volume(np.ones(shape, np.int16), image_affine, "img_0000.nii.gz")
+    label = Volume(np.ones(shape, np.uint8), label_affine, "lab.nii.gz")
+    with pytest.raises(InputFileError, match=r"up to 11 mm apart .* label spacing 0\.5 x 0\.6 x 0\.6 mm") as info:
+        check_volume_pair(image, label)
+    assert info.value.path == "lab.nii.gz"
+    # a rotation about the grid's first voxel: the entries change by < 0.01 but the far corner moves by ~0.8 mm
+    angle = np.deg2rad(0.5)
+    rot = np.eye(4)
+    rot[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    rotated = rot @ image_affine
+    assert np.abs(rotated - image_affine).max() < 0.01
+    assert grid_distance(shape, image_affine, rotated) == pytest.approx(
+        np.linalg.norm((rotated - image_affine)[:3] @ [110, 3, 4, 1])
+    )
+    with pytest.raises(InputFileError, match="different voxel grid"):
+        check_volume_pair(image, Volume(label.array, rotated, "lab.nii.gz"))
+    check_volume_pair(image, Volume(label.array, image_affine + 1e-5, "lab.nii.gz"))  # float32 header rounding
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_truncated_metaimage_reports_the_size_mismatch(tmp_path, compress):
+    path = tmp_path / "scan_0000.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(_volume().transpose(2, 1, 0)), str(path), compress)
+    data = path.read_bytes()
+    path.write_bytes(data[:-50])
+    with pytest.raises(InputFileError, match="file is truncated: the header .* needs .* bytes of voxel data") as info:
+        read_volume(path)
+    assert info.value.path == str(path)
+    assert "No such file or directory" not in str(info.value)
+
+
+def test_detached_metaimage_data_file(tmp_path):
+    path = tmp_path / "scan_0000.mhd"
+    sitk.WriteImage(sitk.GetImageFromArray(_volume().transpose(2, 1, 0)), str(path))
+    raw = next(tmp_path.glob("*.raw"))
+    raw.write_bytes(raw.read_bytes()[:-10])
+    with pytest.raises(InputFileError, match=f"truncated.*in {raw.name}"):
+        read_volume(path)
+    raw.unlink()
+    with pytest.raises(InputFileError, match="does not exist beside it"):
+        read_volume(path)
+
+
+@pytest.mark.parametrize("name", ["scan_0000.nii.gz", "scan_0000.nii"])
+def test_truncated_nifti_names_the_file(tmp_path, name):
+    path = _save_nifti(tmp_path / name, _volume())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputFileError, match="cannot be read as a volume") as info:
+        read_volume(path)
+    assert info.value.path == str(path)
 
 
 def _layout(tmp_path, images=("a_0000.mha", "b_0000.mha"), labels=("a.mha", "b.mha")):

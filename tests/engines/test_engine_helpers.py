@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from ignite.engine import Engine
 from monai.data import MetaTensor
 from PIL import Image
 
@@ -129,3 +130,30 @@ def test_bundle_watershed_keys_reach_the_post_processing(bundle, config, item):
     (post,) = [t for t in transforms if hasattr(t, "watershed")]
     expected = watershed_settings(magnification=20, object_scale=4.0, keep_unmarked=True, normalisation="image")
     assert post.watershed == expected
+
+
+def test_validation_hd_leaves_out_classes_missing_from_a_prediction_and_counts_them():
+    # image 0: class 2 is in the GT but not predicted (HD undefined, Dice 0); image 1: both classes on both sides
+    gt0 = np.zeros((1, 12, 12), np.int64)
+    gt0[0, 2:5, 2:5], gt0[0, 7:10, 7:10] = 1, 2
+    pred0 = np.zeros_like(gt0)
+    pred0[0, 2:5, 2:6] = 1  # one column too wide: HD 1
+    gt1 = gt0.copy()
+    pred1 = gt1.copy()
+    pred1[0, 7:10, 7:11] = 2  # HD 1 for class 2, 0 for class 1
+    items = [
+        {PredKeys.SEM: torch.from_numpy(p), PredKeys.GT_SEM: torch.from_numpy(g)}
+        for p, g in ((pred0, gt0), (pred1, gt1))
+    ]
+    handlers = validation_metrics(sem_classes={0: "background", 1: "a", 2: "b"}, inst_types={0: "bg", 1: "x"})
+    wanted = ("val_mean_hd", "val_hd_undefined", "val_sem_b_hd", "val_sem_b_dice", "val_mean_dice")
+    engine = Engine(lambda e, batch: batch)
+    for name in wanted:
+        handlers[name].attach(engine, name)
+    engine.run([items], max_epochs=1)
+    m = engine.state.metrics
+    # per class over the images where it is defined, then over classes: class 1 (1 + 0) / 2, class 2: 1
+    assert m["val_mean_hd"] == pytest.approx((0.5 + 1.0) / 2)
+    assert m["val_sem_b_hd"] == pytest.approx(1.0)
+    assert m["val_hd_undefined"] == 1
+    assert m["val_sem_b_dice"] == pytest.approx((0.0 + 2 * 9 / 21) / 2)  # the missed class still costs Dice

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from coseg.errors import InputFileError
 from coseg.histo.formats import FORMATS, ClassMap, normalize_class_name
 from coseg.histo.prepare import assign_splits, main, prepare_dataset
 from coseg.io import read_label, read_rgb
+from tests.killing import kill_half_way
 
 RNG = np.random.default_rng(0)
 
@@ -590,3 +593,112 @@ def test_class_map_parsing():
     ):
         with pytest.raises(ValueError, match=match):
             ClassMap.from_json(bad, what="instance", by_name=True)
+
+
+# ------------------------------------------------------------------------------------------ empty annotations
+
+
+@pytest.mark.parametrize("kind", ["nuclei", "tissue"])
+def test_puma_empty_geojson_is_refused_unless_allowed(tmp_path, kind, caplog):
+    cases = ("roi_001", "roi_002")
+    make_puma(tmp_path / "raw", cases=cases)
+    empty = next((tmp_path / "raw").rglob(f"roi_002_{kind}.geojson"))
+    write_json(empty, {"type": "FeatureCollection", "features": []})
+    with pytest.raises(InputFileError, match="annotation is empty.*allow-empty") as err:
+        prepare_dataset("puma", tmp_path / "raw", tmp_path / "out", progress=False)
+    assert err.value.path == str(empty)
+    assert not (tmp_path / "out").exists() and no_leftovers(tmp_path)
+    with caplog.at_level("WARNING", logger="coseg.histo.formats"):
+        info = prepare_dataset("puma", tmp_path / "raw", tmp_path / "out", allow_empty=True, progress=False)
+    assert str(empty) in caplog.text and "allow_empty" in caplog.text
+    stats = info["statistics"]
+    assert info["allow_empty"] is True
+    if kind == "nuclei":
+        assert stats["images_without_objects"] == 1 and stats["images_without_regions"] == 0
+        assert sum(stats["objects_per_type"].values()) == 7  # the other ROI's nuclei
+    else:
+        assert stats["images_without_objects"] == 0 and stats["images_without_regions"] == 1
+    item = all_items(tmp_path / "out")["roi_002"]
+    label = load(tmp_path / "out", item, "label_inst" if kind == "nuclei" else "label_sem")
+    assert not label.any()
+
+
+def test_empty_counts_in_the_cli_summary(tmp_path, capsys):
+    make_puma(tmp_path / "raw", cases=("roi_001", "roi_002"))
+    write_json(next((tmp_path / "raw").rglob("roi_001_nuclei.geojson")), [])
+    argv = ["--format", "puma", "--input", str(tmp_path / "raw"), "--no-progress", "--ratios", "1", "0", "0"]
+    assert main(argv + ["--output", str(tmp_path / "refused")]) == 1
+    assert "annotation is empty" in capsys.readouterr().err and not (tmp_path / "refused").exists()
+    assert main(argv + ["--output", str(tmp_path / "out"), "--allow-empty"]) == 0
+    assert "empty labels: 1 without objects" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fmt", ["glas", "crag"])
+def test_gland_map_without_glands_is_refused_unless_allowed(tmp_path, fmt):
+    if fmt == "glas":
+        make_glas(tmp_path / "raw")
+        blank = tmp_path / "raw" / "train_2_anno.bmp"
+        Image.fromarray(np.zeros((10, 12), np.uint8)).save(blank)
+    else:
+        make_crag(tmp_path / "raw")
+        blank = tmp_path / "raw" / "CRAG" / "TRAIN" / "Annotation" / "train_2.png"
+        Image.fromarray(np.zeros((8, 9), np.uint16)).save(blank)
+    with pytest.raises(InputFileError, match="no gland is annotated") as err:
+        prepare_dataset(fmt, tmp_path / "raw", tmp_path / "out", progress=False)
+    assert err.value.path == str(blank)
+    info = prepare_dataset(fmt, tmp_path / "raw", tmp_path / "out", allow_empty=True, progress=False)
+    assert info["statistics"]["images_without_objects"] == 1
+
+
+def test_tiles_without_objects_are_accepted_and_counted(tmp_path):
+    make_tiles(tmp_path / "raw")
+    for sub in ("inst", "type"):
+        Image.fromarray(np.zeros((12, 12), np.uint8)).save(tmp_path / "raw" / sub / "train_2_000.png")
+    info = prepare_dataset("consep_tiles", tmp_path / "raw", tmp_path / "out", progress=False)
+    assert info["statistics"]["images_without_objects"] == 1
+    assert info["statistics"]["images_without_regions"] == 1  # derived foreground map
+
+
+# ------------------------------------------------------------------------------- splits, modes, killed runs
+
+
+def test_empty_split_is_warned_about(tmp_path, caplog):
+    make_glas(tmp_path / "raw")  # 3 patients
+    with caplog.at_level("WARNING", logger="coseg.histo.prepare"):
+        prepare_dataset("glas", tmp_path / "raw", tmp_path / "ok", ratios=(0.5, 0.25, 0.25), progress=False)
+    assert "empty" not in caplog.text
+    with caplog.at_level("WARNING", logger="coseg.histo.prepare"):
+        prepare_dataset("glas", tmp_path / "raw", tmp_path / "out", group_regex=r"^(t)", progress=False)
+    assert "validation and test split(s) will be empty" in caplog.text  # one group fills one subset
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002])
+def test_prepared_dataset_gets_the_umask_modes(tmp_path, mask):
+    make_tiles(tmp_path / "raw")
+    old = os.umask(mask)
+    try:
+        prepare_dataset("consep_tiles", tmp_path / "raw", tmp_path / "out", progress=False)
+    finally:
+        os.umask(old)
+    out = tmp_path / "out"
+    paths = [out, *out.rglob("*")]
+    assert len(paths) > 10
+    for p in paths:
+        want = (0o777 if p.is_dir() else 0o666) & ~mask
+        assert stat.S_IMODE(p.stat().st_mode) == want, p
+
+
+def test_killed_run_leaves_no_dataset_and_keeps_the_previous_one(tmp_path):
+    make_tiles(tmp_path / "raw")
+    out = tmp_path / "out"
+    argv = ["--format", "consep_tiles", "--input", str(tmp_path / "raw"), "--output", str(out), "--no-progress"]
+    kill_half_way(tmp_path, patch="coseg.histo.layout:write_label", after=3, cli_module="coseg.histo.prepare",
+                  argv=argv)  # fmt: skip
+    assert not out.exists()
+    (partial,) = tmp_path.glob(".out.partial-*")  # the killed run's files stay hidden beside the output
+    assert list(partial.rglob("*.png")) and not (partial / "datalist.json").exists()
+    prepare_dataset("consep_tiles", tmp_path / "raw", out, progress=False)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    kill_half_way(tmp_path, patch="coseg.histo.layout:write_label", after=3, cli_module="coseg.histo.prepare",
+                  argv=argv + ["--overwrite"])  # fmt: skip
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

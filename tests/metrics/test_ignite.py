@@ -14,6 +14,7 @@ from monai.networks.utils import one_hot
 from coseg.metrics import (
     InstanceAccumulator,
     InstanceMetric,
+    MissingClassCount,
     SemanticAccumulator,
     SemanticMetric,
     instance_stats,
@@ -185,3 +186,21 @@ def test_bad_batches():
         SemanticMetric("dice", num_classes=4).aggregate()
     with pytest.raises(ValueError, match="no data"):
         InstanceMetric("pq").aggregate()
+
+
+def test_missing_class_count_sides():
+    gt = torch.tensor([[[[1, 1], [2, 0]]], [[[3, 0], [0, 0]]]])
+    pred = torch.tensor([[[[1, 0], [0, 3]]], [[[3, 2], [0, 0]]]])
+    counts = {}
+    for side in MissingClassCount.SIDES:
+        metric = MissingClassCount(num_classes=4, side=side)
+        metric(pred, gt)
+        counts[side] = float(metric.aggregate())
+    # image 0: class 2 missed, class 3 spurious; image 1: class 2 spurious
+    assert counts == {"either": 3.0, "missed": 1.0, "spurious": 2.0}
+    only = MissingClassCount(num_classes=4, class_index=2)
+    only(pred, gt)
+    assert float(only.aggregate()) == 2.0
+    assert float(MissingClassCount(num_classes=4).aggregate()) == 0.0
+    with pytest.raises(ValueError, match="side"):
+        MissingClassCount(num_classes=4, side="both")

@@ -146,7 +146,7 @@ def test_ablation_switches_change_the_modules():
 def test_from_preset_rejects_unknown_options():
     with pytest.raises(ValueError, match="unknown Co-Seg\\+\\+ preset"):
         CoSegPlusPlus.from_preset("huge")
-    with pytest.raises(ValueError, match="unknown Co-Seg\\+\\+ options"):
+    with pytest.raises(TypeError, match="num_classes"):
         CoSegPlusPlus.from_preset("micro", num_classes=3)
     with pytest.raises(ValueError, match="prompt_encoder"):
         _micro(prompt_encoder="points")

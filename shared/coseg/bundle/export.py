@@ -175,7 +175,7 @@ def _read_json(path: Path) -> Any:
         raise InputFileError(path, f"cannot be read as JSON: {err}") from err
 
 
-def _check_weights(path: Path) -> None:
+def _check_weights(path: Path, inference: Any) -> None:
     import torch
 
     try:
@@ -188,6 +188,38 @@ def _check_weights(path: Path) -> None:
             path,
             f"not a plain state dict of tensors (found {keys}); monai.bundle.load and MONAI Label read models/"
             "model.pt as the network's state dict (a training checkpoint belongs in checkpoint_*.pt)",
+        )
+    _check_build_args(path, state, inference)
+
+
+def _check_build_args(path: Path, state: Mapping[str, Any], inference: Any) -> None:
+    """The network settings ``inference.json`` states outright (literal values, not expressions) must agree with the
+    build arguments ``model.pt`` records: the packaged inference would refuse them."""
+    from coseg.networks import ARCHITECTURE_ARGS, build_args_conflicts, recorded_build_args
+
+    recorded = recorded_build_args(state)
+    if recorded is None:
+        logger.warning(
+            "%s records no network build arguments (saved before they were recorded): the packaged inference builds "
+            "the network from inference.json's settings, which must then be the ones it was trained with",
+            path,
+        )
+        return
+    network_def = inference.get("network_def") if isinstance(inference, Mapping) else None
+    if not isinstance(network_def, Mapping):
+        return
+    stated = {}
+    for arg, ref in network_def.items():
+        value = inference.get(ref[1:]) if isinstance(ref, str) and ref.startswith("@") else ref
+        if value is not None and not (isinstance(value, str) and value[:1] in "$@%"):
+            stated[arg] = value
+    conflicts = build_args_conflicts(stated, recorded, keys=ARCHITECTURE_ARGS, labels=("inference.json", "model.pt"))
+    if conflicts:
+        raise InputFileError(
+            path,
+            "was trained as another network than configs/inference.json states: "
+            + "; ".join(conflicts)
+            + " (leave those settings null, or --set them to the recorded values)",
         )
 
 
@@ -228,8 +260,9 @@ def export_bundle(
     The bundle is checked first (nothing is written when a check fails): its metadata
     (:func:`~coseg.bundle.metadata.check_metadata`), that ``pred``'s ``channel_def`` matches the configs' class lists,
     that every config parses, that ``LICENSE`` exists and that ``models/model.pt`` is a plain state dict that
-    ``monai.bundle.load`` and MONAI Label can read. The zip is written under a temporary name and renamed, and its
-    entries carry a fixed timestamp, so the same inputs give the same bytes.
+    ``monai.bundle.load`` and MONAI Label can read, whose recorded build arguments agree with the network settings
+    ``inference.json`` states (a warning when it records none). The zip is written under a temporary name and
+    renamed, and its entries carry a fixed timestamp, so the same inputs give the same bytes.
 
     Args:
         bundle_dir: the bundle folder (``configs/metadata.json`` inside).
@@ -237,15 +270,16 @@ def export_bundle(
         models: file names under ``models/`` to include; ``None`` takes ``model.pt`` when it exists, ``[]`` none.
             Resumable training checkpoints (``checkpoint_*.pt``) are large and rarely wanted.
         overrides: ``{config id: value}`` set in every config file that defines the id (metadata.json included:
-            ``name`` or ``version`` can be changed this way), e.g. ``{"model_preset": "tiny", "patch_size": 256}`` for
-            weights trained with the quickstart preset. Only existing items can be set.
+            ``name`` or ``version`` can be changed this way), e.g. ``{"patch_size": 256}`` for weights trained on the
+            quickstart's patches (the network itself is built as ``model.pt`` records). Only existing items can be set.
         package_dir: the package to vendor; default: the ``coseg`` package this function belongs to.
 
     Returns:
         The path of the zip.
 
     Raises:
-        InputFileError: a missing or unreadable bundle file, failed metadata checks, unusable weights.
+        InputFileError: a missing or unreadable bundle file, failed metadata checks, unusable weights, or weights of
+            another network than ``inference.json`` states.
         ValueError: an override that matches nothing.
         FileNotFoundError: a requested model file does not exist.
     """
@@ -279,7 +313,7 @@ def export_bundle(
         if not path.is_file():
             raise FileNotFoundError(f"{path}: requested model file does not exist")
         if name == "model.pt":
-            _check_weights(path)
+            _check_weights(path, parsed.get("inference.json"))
         model_paths.append(path)
 
     package = Path(package_dir) if package_dir is not None else Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-__all__ = ["split_groups"]
+__all__ = ["split_groups", "empty_subsets"]
 
 
 def split_groups(
@@ -77,3 +77,25 @@ def split_groups(
     for item, g in zip(items, groups):
         out[names[assignment[g]]].append(item)
     return out
+
+
+def empty_subsets(parts: dict[str, list[str]], ratios: Sequence[float]) -> list[str]:
+    """Names of the subsets of a split that were meant to hold items (positive ratio) but hold none.
+
+    :func:`split_groups` leaves subsets empty when there are fewer groups than subsets with a positive ratio
+    (e.g. after cases were skipped); callers warn about it, because an empty validation subset silently
+    disables model selection and an empty test subset evaluation.
+
+    Args:
+        parts: the split, ``{name: [item, ...]}`` in the order of ``ratios``.
+        ratios: the ratios the split was made with.
+
+    Returns:
+        The names of the empty subsets with a positive ratio, in order.
+
+    Raises:
+        ValueError: when ``parts`` and ``ratios`` differ in length.
+    """
+    if len(parts) != len(ratios):
+        raise ValueError(f"empty_subsets: {len(parts)} subsets but {len(ratios)} ratios")
+    return [name for (name, members), r in zip(parts.items(), ratios) if float(r) > 0 and not members]

@@ -7,10 +7,9 @@ Converter: ``python -m coseg.dental.prepare`` (ToothFairy2 volumes to 2D slices)
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from coseg._lazy import attach
 
-#: public name -> module (imported on first use, PEP 562: the converters start without importing torch/MONAI)
+#: public name -> module that defines it (imported on first use: :func:`coseg._lazy.attach`)
 _EXPORTS = {
     "CbctCase": "coseg.dental.volumes",
     "CbctLabelMap": "coseg.dental.labels",
@@ -64,16 +63,4 @@ _EXPORTS = {
     "write_toothfairy2_like": "coseg.dental.synthetic",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__, __all__ = attach(__name__, _EXPORTS)

@@ -19,9 +19,13 @@ Output (the layout of :mod:`coseg.histo.prepare`)::
 Slices follow :class:`coseg.dental.geometry.SliceGeometry` (anatomical axis from the affine; resize keeping the
 physical aspect ratio, then pad to a square); ``datalist.json`` stores each case's geometry under ``cases``
 so predictions can be put back on the volume grid. The split is 7:1:2 by patient
-(:func:`coseg.data.split.split_groups` with the case ids as groups). One volume is in memory at a time; the
-slices are written as each case is done, ``dataset.json`` and ``datalist.json`` last and atomically, so an
-interrupted run never leaves a datalist that points at missing files.
+(:func:`coseg.data.split.split_groups` with the case ids as groups; a warning says when too few cases leave
+the validation or test split empty, and ``datalist.json`` lists them under ``empty_splits``). One volume is in
+memory at a time.
+
+Like :mod:`coseg.histo.prepare`, the run is atomic (:class:`coseg.io.StagedDir`): everything is written into a
+hidden folder beside ``DIR`` that is renamed to ``DIR`` only when complete, so a failed or killed run leaves no
+partial dataset under ``DIR``, and a non-empty ``DIR`` is only replaced with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -39,13 +43,13 @@ from typing import Any, Literal
 import numpy as np
 from tqdm import tqdm
 
-from coseg.data.split import split_groups
+from coseg.data.split import empty_subsets, split_groups
 from coseg.dental.geometry import SLICE_AXES, make_model_slices, slice_geometry
 from coseg.dental.labels import INSTANCE_TYPES, SEMANTIC_CLASSES, CbctLabelMap, build_label_map
 from coseg.dental.outputs import write_png
 from coseg.dental.volumes import CbctCase, find_toothfairy2_cases, read_case
 from coseg.errors import InputFileError
-from coseg.io import write_json
+from coseg.io import StagedDir, write_json
 
 __all__ = ["prepare_cbct", "main"]
 
@@ -142,7 +146,7 @@ def prepare_cbct(
         unknown_labels: ``"error"`` or ``"background"`` for names that are neither known structures nor teeth.
         on_bad_case: ``"error"`` stops at the first bad case; ``"skip"`` logs it, leaves it out and lists it
             under ``skipped_cases`` in ``datalist.json``.
-        overwrite: allow an output folder that already holds a ``datalist.json``.
+        overwrite: replace a non-empty output folder (only once the new dataset is complete).
         progress: show a tqdm progress bar.
 
     Returns:
@@ -150,7 +154,8 @@ def prepare_cbct(
 
     Raises:
         InputFileError: on bad inputs (with ``on_bad_case="error"`` for per-case problems).
-        FileExistsError: if ``output_dir`` holds a datalist and ``overwrite`` is false.
+        FileExistsError: if ``output_dir`` is a non-empty folder (or a file) and ``overwrite`` is false; raised
+            before any case is read.
         ValueError: on bad arguments or when no slice was produced.
     """
     if axis not in SLICE_AXES:
@@ -163,66 +168,81 @@ def prepare_cbct(
         raise ValueError(f"ratios must be 3 numbers (training, validation, test), got {list(ratios)}")
     if len(window) != 2 or float(window[0]) >= float(window[1]):
         raise ValueError(f"window must be (low, high) with low < high, got {list(window)}")
-    input_dir, out = Path(input_dir), Path(output_dir)
-    if (out / "datalist.json").exists() and not overwrite:
-        raise FileExistsError(f"{out} already holds a datalist.json; pass overwrite=True (--overwrite) to replace it")
+    input_dir = Path(input_dir)
+    stage = StagedDir(output_dir, overwrite=overwrite)  # refuses a non-empty output folder before any work
     cases = find_toothfairy2_cases(input_dir)
     label_map = build_label_map(input_dir / "dataset.json", overrides=label_overrides, unknown=unknown_labels)
-    for folder in _FOLDERS:
-        (out / folder).mkdir(parents=True, exist_ok=True)
+    with stage:
+        out = stage.path
+        for folder in _FOLDERS:
+            (out / folder).mkdir()
+        items: list[dict[str, Any]] = []
+        case_infos: dict[str, Any] = {}
+        skipped: dict[str, str] = {}
+        stats: Counter = Counter()
+        for case in tqdm(cases, desc="prepare_cbct", unit="case", disable=not progress):
+            try:
+                case_items, info, case_stats = _slices_of_case(
+                    case, label_map, out, axis=axis, size=size, window=window, channels=channels, skip_empty=skip_empty
+                )
+            except InputFileError as exc:
+                if on_bad_case == "error":
+                    raise
+                logger.warning("skipping case %s: %s", case.case_id, exc)
+                skipped[case.case_id] = str(exc)
+                continue
+            items.extend(case_items)
+            case_infos[case.case_id] = info
+            stats.update(case_stats)
+        if not items:
+            raise ValueError(f"no slices were produced from {input_dir} (all cases skipped or empty)")
 
-    items: list[dict[str, Any]] = []
-    case_infos: dict[str, Any] = {}
-    skipped: dict[str, str] = {}
-    stats: Counter = Counter()
-    for case in tqdm(cases, desc="prepare_cbct", unit="case", disable=not progress):
-        try:
-            case_items, info, case_stats = _slices_of_case(
-                case, label_map, out, axis=axis, size=size, window=window, channels=channels, skip_empty=skip_empty
+        names = [it["image"] for it in items]
+        split = split_groups(names, [it["group"] for it in items], ratios=ratios, seed=seed)
+        empty = empty_subsets(split, ratios)
+        if empty:
+            logger.warning(
+                "%s: the %s split(s) are empty: %d case(s) cannot fill %d subsets (%d skipped); the datalist is "
+                "written, but training without validation cases selects no best model",
+                stage.target,
+                " and ".join(empty),
+                len(case_infos),
+                sum(float(r) > 0 for r in ratios),
+                len(skipped),
             )
-        except InputFileError as exc:
-            if on_bad_case == "error":
-                raise
-            logger.warning("skipping case %s: %s", case.case_id, exc)
-            skipped[case.case_id] = str(exc)
-            continue
-        items.extend(case_items)
-        case_infos[case.case_id] = info
-        stats.update(case_stats)
-    if not items:
-        raise ValueError(f"no slices were produced from {input_dir} (all cases skipped or empty)")
-
-    names = [it["image"] for it in items]
-    split = split_groups(names, [it["group"] for it in items], ratios=ratios, seed=seed)
-    by_image = {it["image"]: it for it in items}
-    datalist: dict[str, Any] = {key: [by_image[n] for n in split[key]] for key in ("training", "validation", "test")}
-    datalist["cases"] = case_infos
-    datalist["skipped_cases"] = skipped
-    datalist["meta"] = {
-        "source": os.fspath(input_dir),
-        "format": "toothfairy2",
-        "axis": axis,
-        "window": [float(v) for v in window],
-        "size": int(size),
-        "channels": channels,
-        "skip_empty": bool(skip_empty),
-        "seed": int(seed),
-        "ratios": [float(r) for r in ratios],
-        "split_by": "case",
-    }
-    dataset = {
-        "semantic_classes": {str(k): v for k, v in SEMANTIC_CLASSES.items()},
-        "instance_types": {str(k): v for k, v in INSTANCE_TYPES.items()},
-        "format": "toothfairy2",
-        "source": os.fspath(input_dir),
-        "label_kinds": ["sem", "inst", "type"],
-        "instance_ids": "FDI tooth number",
-        "label_mapping": label_map.describe(),
-        "slicing": {k: datalist["meta"][k] for k in ("axis", "window", "size", "channels", "skip_empty")},
-        "modality": "CBCT",
-    }
-    write_json(out / "dataset.json", dataset)
-    write_json(out / "datalist.json", datalist)
+        by_image = {it["image"]: it for it in items}
+        datalist: dict[str, Any] = {
+            key: [by_image[n] for n in split[key]] for key in ("training", "validation", "test")
+        }
+        datalist["cases"] = case_infos
+        datalist["skipped_cases"] = skipped
+        datalist["empty_splits"] = empty
+        datalist["meta"] = {
+            "source": os.fspath(input_dir),
+            "format": "toothfairy2",
+            "axis": axis,
+            "window": [float(v) for v in window],
+            "size": int(size),
+            "channels": channels,
+            "skip_empty": bool(skip_empty),
+            "seed": int(seed),
+            "ratios": [float(r) for r in ratios],
+            "split_by": "case",
+        }
+        dataset = {
+            "semantic_classes": {str(k): v for k, v in SEMANTIC_CLASSES.items()},
+            "instance_types": {str(k): v for k, v in INSTANCE_TYPES.items()},
+            "format": "toothfairy2",
+            "source": os.fspath(input_dir),
+            "label_kinds": ["sem", "inst", "type"],
+            "instance_ids": "FDI tooth number",
+            "label_mapping": label_map.describe(),
+            "slicing": {k: datalist["meta"][k] for k in ("axis", "window", "size", "channels", "skip_empty")},
+            "modality": "CBCT",
+        }
+        write_json(out / "dataset.json", dataset)
+        write_json(out / "datalist.json", datalist)
+        stage.commit()
     _print_summary(datalist, stats)
     return datalist
 
@@ -233,6 +253,8 @@ def _print_summary(datalist: Mapping[str, Any], stats: Counter) -> None:
         print(f"{key:>10}: {len(cases):4d} cases, {len(datalist[key]):6d} slices")
     if datalist["skipped_cases"]:
         print(f"   skipped: {len(datalist['skipped_cases'])} cases (see datalist.json 'skipped_cases')")
+    if datalist.get("empty_splits"):
+        print(f"   warning: empty {' and '.join(datalist['empty_splits'])} split(s)")
     for key in sorted(stats):
         print(f"  {key}: {stats[key]}")
 
@@ -273,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--unknown-labels", choices=("error", "background"), default="error")
     parser.add_argument("--on-bad-case", choices=("error", "skip"), default="error")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing datalist.json")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -340,17 +340,23 @@ def _tooth_box(tooth: dict[str, float], v: np.ndarray, gy: np.ndarray, gx: np.nd
     return slice(d[0], d[-1] + 1), slice(h[0], h[-1] + 1), slice(w[0], w[-1] + 1)
 
 
-def _local_coordinates(
-    tooth: dict[str, float], box: tuple[slice, slice, slice], v: np.ndarray, gy: np.ndarray, gx: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Tangential and normal in-plane offsets (mm, ``(1, h, w)``) and height fraction (``(d, 1, 1)``:
-    0 at the occlusal surface, 1 at the apex) inside ``box``."""
+def _tooth_frame(
+    tooth: dict[str, float], v: np.ndarray, gy: np.ndarray, gx: np.ndarray
+) -> tuple[tuple[slice, slice, slice], np.ndarray, np.ndarray, np.ndarray, float] | None:
+    """The box around a tooth and its local frame there, or ``None`` when the tooth misses the grid.
+
+    Returns ``(box, t, n, u, crown)``: tangential and normal in-plane offsets (mm, ``(1, h, w)``), height fraction
+    (``(d, 1, 1)``: 0 at the occlusal surface, 1 at the apex) inside ``box``, and the crown's height fraction.
+    """
+    box = _tooth_box(tooth, v, gy, gx)
+    if box[0].stop == 0:
+        return None
     dx = gx[box[2]][None, None, :] - tooth["x"]
     dy = gy[box[1]][None, :, None] - tooth["y"]
     t = dx * tooth["tx"] + dy * tooth["ty"]
     n = -dx * tooth["ty"] + dy * tooth["tx"]
     u = (v[box[0]][:, None, None] - tooth["v_occ"]) / (tooth["v_apex"] - tooth["v_occ"])
-    return t, n, u
+    return box, t, n, u, _CROWN / abs(tooth["v_apex"] - tooth["v_occ"])
 
 
 def _draw_tooth(
@@ -362,11 +368,10 @@ def _draw_tooth(
     gy: np.ndarray,
     gx: np.ndarray,
 ) -> None:
-    box = _tooth_box(tooth, v, gy, gx)
-    if box[0].stop == 0:
+    frame = _tooth_frame(tooth, v, gy, gx)
+    if frame is None:
         return
-    t, n, u = _local_coordinates(tooth, box, v, gy, gx)
-    crown = _CROWN / abs(tooth["v_apex"] - tooth["v_occ"])
+    box, t, n, u, crown = frame
     cusp = 0.25 * crown
     rounded = 0.65 + 0.35 * np.sqrt(np.clip(1 - ((cusp - u) / cusp) ** 2, 0, 1))
     root = 0.85 - 0.6 * (u - crown) / (1 - crown)
@@ -397,11 +402,10 @@ def _draw_tooth(
 def _draw_implant(
     label: np.ndarray, hu: np.ndarray, fdi: int, tooth: dict[str, float], v: np.ndarray, gy: np.ndarray, gx: np.ndarray
 ) -> None:
-    box = _tooth_box(tooth, v, gy, gx)
-    if box[0].stop == 0:
+    frame = _tooth_frame(tooth, v, gy, gx)
+    if frame is None:
         return
-    t, n, u = _local_coordinates(tooth, box, v, gy, gx)
-    crown = _CROWN / abs(tooth["v_apex"] - tooth["v_occ"])
+    box, t, n, u, crown = frame
     screw = (np.hypot(t, n) <= 0.35 * min(tooth["r_t"], tooth["r_n"])) & (u >= crown) & (u <= 0.9)
     sub_label, sub_hu = label[box], hu[box]
     sub_label[screw] = _IMPLANT

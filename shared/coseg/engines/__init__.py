@@ -6,6 +6,7 @@ bundles only wire these together, every ``$`` expression in their configs being 
 
 from coseg.engines.config import find_bundle_root, trainable_parameters
 from coseg.engines.handlers import (
+    CheckpointLoader,
     LossTermsHandler,
     OverlayWriter,
     ProgressBar,
@@ -21,6 +22,7 @@ from coseg.engines.prepare_batch import LABEL_KEYS, PrepareBatchCoSeg
 
 __all__ = [
     "LABEL_KEYS",
+    "CheckpointLoader",
     "LossTermsHandler",
     "OverlayWriter",
     "PrepareBatchCoSeg",

@@ -1,4 +1,5 @@
-"""Ignite handlers for the bundles: loss-term logging and overlay pictures of validation images."""
+"""Ignite handlers for the bundles: loss-term logging, overlay pictures of validation images, checkpoint loading and
+saving."""
 
 from __future__ import annotations
 
@@ -11,14 +12,17 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar as _IgniteProgressBar
-from monai.handlers import CheckpointLoader, CheckpointSaver
+from monai.handlers import CheckpointLoader as _MonaiCheckpointLoader
+from monai.handlers import CheckpointSaver
 
+from coseg.errors import InputFileError
 from coseg.io import source_name, write_rgb
 from coseg.keys import DataKeys
 from coseg.postprocess.transforms import PredKeys
 from coseg.visualize import denormalize, overlay
 
 __all__ = [
+    "CheckpointLoader",
     "rank_zero_handlers",
     "loss_value",
     "LossTermsHandler",
@@ -172,6 +176,24 @@ class TrainingCheckpointSaver(CheckpointSaver):
     def attach(self, engine: Engine) -> None:
         self.save_dict["trainer"] = engine
         super().attach(engine)
+
+
+class CheckpointLoader(_MonaiCheckpointLoader):
+    """MONAI's ``CheckpointLoader`` whose failures name the file.
+
+    Same arguments and behaviour; a missing or unreadable file, weights that do not fit the network (missing or
+    unexpected keys, other shapes, or other build arguments recorded with them: see
+    :meth:`coseg.networks.CoSegPlusPlus.from_saved`) raise :class:`~coseg.errors.InputFileError` with the file's path
+    and MONAI's or torch's message.
+    """
+
+    def __call__(self, engine: Engine) -> None:
+        if not os.path.isfile(self.load_path):
+            raise InputFileError(self.load_path, "checkpoint not found (train the bundle first or give its path)")
+        try:
+            super().__call__(engine)
+        except Exception as err:  # torch.load and load_state_dict raise many types
+            raise InputFileError(self.load_path, f"cannot be loaded ({type(err).__name__}: {err})") from err
 
 
 class TrainingCheckpointLoader(CheckpointLoader):

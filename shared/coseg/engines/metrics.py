@@ -1,13 +1,20 @@
-"""The validation metrics of the bundles as MONAI ``IgniteMetricHandler`` objects, named after the classes."""
+"""The validation metrics of the bundles as MONAI ``IgniteMetricHandler`` objects, named after the classes.
+
+Hausdorff distances where a class is on one side only (in the GT but not predicted, or the reverse) are undefined:
+they are left out of the HD means (NaN-aware means, as MONAI's ``do_metric_reduction`` skips NaN) instead of
+making them ``inf``, and ``<prefix>hd_undefined`` counts the (image, class) pairs left out. Dice and IoU count
+those pairs as 0, so a missed class still lowers the overlap scores.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 
 from monai.handlers import IgniteMetricHandler, from_engine
 
-from coseg.metrics import InstanceMetric, SemanticMetric
+from coseg.metrics import InstanceMetric, MissingClassCount, SemanticMetric
 from coseg.postprocess.transforms import PredKeys
 
 __all__ = ["validation_metrics", "metric_slug"]
@@ -31,9 +38,11 @@ def validation_metrics(
 ) -> dict[str, IgniteMetricHandler]:
     """Dice, mIoU and HD per region class; F1, AJI and PQ per object type; their means.
 
-    Keys: ``<prefix>mean_dice``, ``<prefix>miou``, ``<prefix>mean_hd``, ``<prefix>mpq`` (mean PQ over object
-    types), ``<prefix>pq`` / ``<prefix>f1`` / ``<prefix>aji`` (class-agnostic), and with ``per_class``
-    ``<prefix>sem_<class>_dice|iou|hd`` and ``<prefix>inst_<type>_f1|aji|pq``.
+    Keys: ``<prefix>mean_dice``, ``<prefix>miou``, ``<prefix>mean_hd``, ``<prefix>hd_undefined`` (number of
+    (image, region class) pairs whose HD is undefined because the class is on one side only; left out of the HD
+    means), ``<prefix>mpq`` (mean PQ over object types), ``<prefix>pq`` / ``<prefix>f1`` / ``<prefix>aji``
+    (class-agnostic), and with ``per_class`` ``<prefix>sem_<class>_dice|iou|hd`` and
+    ``<prefix>inst_<type>_f1|aji|pq``.
 
     Args:
         sem_classes: ``{0: "background", 1: ..., ...}`` region class names (background included).
@@ -63,7 +72,7 @@ def validation_metrics(
 
     def sem(name: str, metric: str, class_index: int | None) -> None:
         red = reduction if metric in ("dice", "iou") else "per_image_mean"
-        fn = SemanticMetric(metric, num_classes=ns, class_index=class_index, reduction=red)
+        fn = SemanticMetric(metric, num_classes=ns, class_index=class_index, reduction=red, missing_value=math.nan)
         out[prefix + name] = IgniteMetricHandler(metric_fn=fn, output_transform=sem_io, save_details=False)
 
     def inst(name: str, metric: str, class_index: int | str | None) -> None:
@@ -77,6 +86,9 @@ def validation_metrics(
     sem("miou", "iou", None)
     if hausdorff:
         sem("mean_hd", "hd", None)
+        out[prefix + "hd_undefined"] = IgniteMetricHandler(
+            metric_fn=MissingClassCount(num_classes=ns), output_transform=sem_io, save_details=False
+        )
     if per_class:
         for k in range(1, ns):
             for metric in ("dice", "iou") + (("hd",) if hausdorff else ()):

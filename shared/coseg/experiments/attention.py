@@ -224,7 +224,10 @@ def load_network(
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
         state = state["model"]
-    result = network.load_state_dict(state, strict=False)
+    try:  # shape mismatches and build arguments recorded with the weights that differ from the configs' raise
+        result = network.load_state_dict(state, strict=False)
+    except RuntimeError as err:
+        raise RuntimeError(f"{ckpt} does not fit the network of these configs: {err}") from err
     if result.missing_keys or result.unexpected_keys:
         raise RuntimeError(
             f"{ckpt} does not fit the network of these configs (same preset and switches?): "

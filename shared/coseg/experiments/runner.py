@@ -375,7 +375,7 @@ def evaluate_run(plan: RunPlan, settings: ExperimentSettings) -> float:
     wf = _workflow(plan.evaluate_args, settings)
     if settings.checkpoint == "final":
         target = wf.parser.get("validate#handlers#0#_target_")
-        if target != "CheckpointLoader":
+        if target not in ("CheckpointLoader", "coseg.engines.CheckpointLoader"):
             raise RuntimeError(f"evaluate.json's validate#handlers[0] is {target!r}, expected the CheckpointLoader")
     wf.initialize()
     wf.run()

@@ -6,10 +6,9 @@ Converter: ``python -m coseg.histo.prepare`` (PUMA, GlaS, CRAG, CoNSeP tiles, fo
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from coseg._lazy import attach
 
-#: public name -> module (imported on first use, PEP 562: the converters start without importing torch/MONAI)
+#: public name -> module that defines it (imported on first use: :func:`coseg._lazy.attach`)
 _EXPORTS = {
     "ClassMap": "coseg.histo.formats",
     "ConsepTilesFormat": "coseg.histo.formats",
@@ -57,16 +56,4 @@ _EXPORTS = {
     "write_synthetic_dataset": "coseg.histo.synthetic",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__, __all__ = attach(__name__, _EXPORTS)

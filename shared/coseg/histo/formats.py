@@ -21,22 +21,31 @@ Formats:
 
   A class name the map does not know is an error naming the file and the name, unless the map has a
   ``"*"`` entry. Nuclei mapped to 0 are dropped. When the input has no tissue (or no nuclei) GeoJSON at
-  all, that label kind is absent; when only some cases lack one, it is an error.
+  all, that label kind is absent; when only some cases lack one, it is an error. A GeoJSON file without any
+  feature (an empty ``FeatureCollection`` or list) is an error too, as a missing file is: it usually means a
+  failed or unfinished export, and would silently teach the model that the ROI holds no nuclei (or only
+  background). ``allow_empty`` (``--allow-empty``) accepts such files with a warning; the summary counts
+  the images without objects / regions.
 - ``glas``: GlaS 2015 (Warwick QU release): ``<name>.bmp`` with ``<name>_anno.bmp`` (instance-labelled
   glands) and an optional ``Grade.csv`` (``name, patient ID, grade (GlaS), ...``; headers and values are
   stripped). Semantic 1 = gland; instances = glands; type 1 = gland, or with ``gland_types="grade"``
   1 = benign / 2 = malignant gland from Grade.csv. Groups: ``patient_<ID>`` when Grade.csv is present.
-  Official subsets: the name prefixes ``train``, ``testA``, ``testB``.
+  Official subsets: the name prefixes ``train``, ``testA``, ``testB``. Every GlaS image holds glands, so
+  an annotation without any (all pixels 0) is an error unless ``allow_empty``.
 - ``crag``: CRAG (MILD-Net): ``<split>/Images/*.png`` with ``<split>/Annotation(s)/*.png`` instance maps,
   ``<split>`` being ``train`` and ``valid`` (or ``test``), folder names matched case-insensitively, at the
   input folder or one level below. Same label meaning as GlaS (type 1 = gland). Official subsets: the
-  split folders.
+  split folders. As for GlaS, an annotation without any gland is an error unless ``allow_empty``.
 - ``consep_tiles``: ``images/NAME.(jpg|png)``, ``inst/NAME.png``, ``type/NAME.png``, optional
   ``classes.json`` (``type_names``, ``source``). Tiles ``<image>_<tile>`` are grouped by ``<image>``.
 - ``folder``: any images with optional semantic / instance / type maps in sub-folders (default names
   ``images``, ``sem``, ``inst``, ``type``) matched by file stem, optional ``classes.json``
   (``semantic_classes``, ``instance_types`` or ``type_names``). Integer values are kept unless a class map
   says otherwise; a type mapped to 0 removes its objects.
+
+``consep_tiles`` and ``folder`` accept all-zero label maps without ``allow_empty``: tiles cut from larger images
+(and many generic datasets) legitimately hold no object or only background. Every format's summary
+(``dataset.json`` ``statistics``) counts the images without objects and without any semantic region.
 
 Class maps (``--class-map FILE.json``)::
 
@@ -243,6 +252,8 @@ class FormatOptions:
             match) is the case's group. Default: format-specific (tiles by source image; else the name).
         images_dir / sem_dir / inst_dir / type_dir: ``folder`` sub-folder names.
         touching_gap: ``puma``: leave a 1-pixel gap between touching nuclei.
+        allow_empty: ``puma``, ``glas``, ``crag``: accept annotation files without any object or region (a
+            GeoJSON without features, an all-zero gland map) with a warning instead of an error.
     """
 
     class_map: Mapping[str, Any] | None = None
@@ -253,6 +264,7 @@ class FormatOptions:
     inst_dir: str = "inst"
     type_dir: str = "type"
     touching_gap: bool = False
+    allow_empty: bool = False
 
     def __post_init__(self) -> None:
         if self.gland_types not in GLAND_TYPE_OPTIONS:
@@ -333,6 +345,16 @@ class HistoFormat(ABC):
         if cm is None or section not in cm:
             return default
         return ClassMap.from_json(cm[section], what=section, by_name=by_name)
+
+    def _empty_annotation(self, path: Path, consequence: str) -> None:
+        """Refuse an annotation file without any object or region, or with ``allow_empty`` warn about it."""
+        if not self.options.allow_empty:
+            raise InputFileError(
+                path,
+                f"annotation is empty: {consequence}; a missing annotation is an error, so an empty one is too "
+                "(pass --allow-empty / allow_empty=True if the image really has none)",
+            )
+        logger.warning("%s: annotation is empty (%s); accepted because allow_empty is set", path, consequence)
 
     def _no_class_map(self) -> None:
         if self.options.class_map is not None:
@@ -475,7 +497,10 @@ class PumaFormat(HistoFormat):
     def _tissue(self, path: Path, shape: tuple[int, int]) -> np.ndarray:
         regions = []
         touching = 0
-        for i, feat in enumerate(load_features(path)):
+        features = load_features(path)
+        if not features:
+            self._empty_annotation(path, "the GeoJSON holds no tissue region, the whole ROI would be background")
+        for i, feat in enumerate(features):
             cls_name = feature_class_name(feat)
             if cls_name is None:
                 raise InputFileError(path, f"feature {i} has no properties.classification.name")
@@ -490,7 +515,10 @@ class PumaFormat(HistoFormat):
         objects, types = [], []
         degenerate = 0
         outside = 0
-        for i, feat in enumerate(load_features(path)):
+        features = load_features(path)
+        if not features:
+            self._empty_annotation(path, "the GeoJSON holds no nucleus, the ROI would have no nuclei")
+        for i, feat in enumerate(features):
             cls_name = feature_class_name(feat)
             if cls_name is None:
                 raise InputFileError(path, f"feature {i} has no properties.classification.name")
@@ -614,6 +642,8 @@ class GlasFormat(HistoFormat):
     def _load(self, name: str, img: Path, anno: Path, grade: str) -> HistoSample:
         image = read_rgb(img)
         inst = read_label(anno)
+        if not inst.any():
+            self._empty_annotation(anno, "every pixel is 0, no gland is annotated")
         t = 2 if (self.options.gland_types == "grade" and grade == "malignant") else 1
         fg = inst > 0
         return HistoSample(
@@ -691,6 +721,8 @@ class CragFormat(HistoFormat):
     def _load(self, name: str, img: Path, anno: Path) -> HistoSample:
         image = read_rgb(img)
         inst = read_label(anno)
+        if not inst.any():
+            self._empty_annotation(anno, "every pixel is 0, no gland is annotated")
         fg = inst > 0
         return HistoSample(name, image, fg.astype(np.uint8), inst, fg.astype(np.uint8), str(anno))
 
@@ -806,6 +838,7 @@ class ConsepTilesFormat(FolderFormat):
             sem_dir="sem",
             inst_dir="inst",
             type_dir="type",
+            allow_empty=opts.allow_empty,
         )
         super().__init__(root, fixed)
 

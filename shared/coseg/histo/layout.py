@@ -21,11 +21,8 @@ everything has been written, so a failed run leaves no ``datalist.json`` pointin
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +33,7 @@ import numpy as np
 from skimage.segmentation import relabel_sequential
 
 from coseg.errors import InputFileError
-from coseg.io import write_label, write_rgb
+from coseg.io import StagedDir, write_json, write_label, write_rgb
 from coseg.keys import DataKeys
 
 __all__ = [
@@ -99,6 +96,8 @@ class _Stats:
     objects_per_type: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     max_sem: int = 0
     max_type: int = 0
+    without_objects: int = 0
+    without_regions: int = 0
 
     def add_counts(self, attr: str, counts: np.ndarray) -> None:
         cur = getattr(self, attr)
@@ -122,13 +121,9 @@ class LayoutWriter:
     """
 
     def __init__(self, out_dir: str | os.PathLike, *, overwrite: bool = False) -> None:
-        self.out_dir = Path(out_dir).absolute()
-        self.overwrite = bool(overwrite)
-        if self.out_dir.exists():
-            if not self.out_dir.is_dir():
-                raise FileExistsError(f"{self.out_dir} exists and is not a folder")
-            if any(self.out_dir.iterdir()) and not self.overwrite:
-                raise FileExistsError(f"{self.out_dir} exists and is not empty (use overwrite to replace it)")
+        self._stage = StagedDir(out_dir, overwrite=overwrite)
+        self.out_dir = self._stage.target
+        self.overwrite = self._stage.overwrite
         self._tmp: Path | None = None
         self._items: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLIT_NAMES}
         self._names: set[str] = set()
@@ -136,8 +131,7 @@ class LayoutWriter:
         self.stats = _Stats()
 
     def __enter__(self) -> LayoutWriter:
-        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.partial-", dir=self.out_dir.parent))
+        self._tmp = self._stage.__enter__().path
         for sub in LAYOUT_DIRS.values():
             (self._tmp / sub).mkdir()
         return self
@@ -145,9 +139,8 @@ class LayoutWriter:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._tmp is not None and self._tmp.exists():
-            shutil.rmtree(self._tmp, ignore_errors=True)
         self._tmp = None
+        self._stage.__exit__(exc_type, exc, tb)
 
     def add(self, sample: HistoSample, split: str, group: str, **extra: Any) -> dict[str, Any]:
         """Check and write one sample; return its datalist item.
@@ -247,6 +240,9 @@ class LayoutWriter:
         if sem is not None:
             st.add_counts("sem_pixels", np.bincount(sem.ravel().astype(np.int64)))
             st.max_sem = max(st.max_sem, int(sem.max()))
+            st.without_regions += int(sem.max()) == 0
+        if inst is not None:
+            st.without_objects += int(inst.max()) == 0
         if type_map is not None:
             st.max_type = max(st.max_type, int(type_map.max()))
         if inst is not None and inst.max() > 0:
@@ -309,8 +305,7 @@ class LayoutWriter:
         if datalist_meta:
             datalist.update({k: v for k, v in datalist_meta.items() if k not in SPLIT_NAMES})
         for fname, doc in (("datalist.json", datalist), ("dataset.json", info)):
-            with open(self._tmp / fname, "w", encoding="utf-8") as f:
-                json.dump(doc, f, indent=1)
+            write_json(self._tmp / fname, doc, indent=1)
         for kind in LABEL_KINDS:
             if kind not in kinds:
                 (self._tmp / LAYOUT_DIRS[kind]).rmdir()
@@ -330,7 +325,9 @@ class LayoutWriter:
         return out
 
     def summary(self, info: Mapping[str, Any]) -> dict[str, Any]:
-        """Images per split, pixels per semantic class, objects per (majority) type."""
+        """Images per split, pixels per semantic class, objects per (majority) type, and the images whose
+        instance map holds no object (``images_without_objects``) or whose semantic map is all background
+        (``images_without_regions``)."""
         st = self.stats
         sem_names = info.get("semantic_classes") or {}
         type_names = info.get("instance_types") or {}
@@ -341,30 +338,16 @@ class LayoutWriter:
             out["objects_per_type"] = {
                 type_names.get(str(i), str(i)): int(v) for i, v in enumerate(st.objects_per_type) if i > 0
             }
+            out["images_without_objects"] = st.without_objects
+        if "sem" in self.label_kinds:
+            out["images_without_regions"] = st.without_regions
         return out
 
     def _move_into_place(self) -> None:
         if self._tmp is None:
             raise RuntimeError("nothing to move: the writer is not open")
-        old: Path | None = None
-        if self.out_dir.exists():
-            if any(self.out_dir.iterdir()):
-                if not self.overwrite:
-                    raise FileExistsError(f"{self.out_dir} appeared and is not empty; the new dataset was discarded")
-                old = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.old-", dir=self.out_dir.parent))
-                os.replace(self.out_dir, old / "data")
-            else:
-                self.out_dir.rmdir()
-        try:
-            os.replace(self._tmp, self.out_dir)
-        except OSError:
-            if old is not None:  # put the previous dataset back
-                os.replace(old / "data", self.out_dir)
-                shutil.rmtree(old, ignore_errors=True)
-            raise
+        self._stage.commit()
         self._tmp = None
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def format_summary(info: Mapping[str, Any]) -> str:
@@ -373,6 +356,13 @@ def format_summary(info: Mapping[str, Any]) -> str:
     lines = [f"dataset: {info.get('format', '?')}  labels: {', '.join(info.get('label_kinds', []))}"]
     images = st.get("images", {})
     lines.append("images   " + "  ".join(f"{k}={v}" for k, v in images.items()) + f"  total={sum(images.values())}")
+    empty = [
+        f"{st[key]} {what}"
+        for key, what in (("images_without_objects", "without objects"), ("images_without_regions", "all background"))
+        if st.get(key)
+    ]
+    if empty:
+        lines.append("empty labels: " + ", ".join(empty))
     for title, key in (("semantic pixels", "semantic_pixels"), ("objects per type", "objects_per_type")):
         table = st.get(key)
         if not table:

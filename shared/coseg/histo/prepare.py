@@ -23,6 +23,11 @@ Semantic maps for formats without region labels (``--derive-sem``, recorded in `
 object type map doubles as the semantic map (same class names); ``none``: no semantic map. Formats whose
 instance maps come without types get type 1 (``nucleus`` / ``gland``) for every object.
 
+Empty annotations: a PUMA GeoJSON without any feature, or a GlaS / CRAG gland map without any gland, is an
+error (as a missing file is) unless ``--allow-empty``; ``consep_tiles`` and ``folder`` accept all-zero maps
+(tiles without objects are common). The summary counts the images without objects and without regions, and
+a warning says when a split meant to hold images (positive ratio) ends up empty.
+
 Every input is read and checked while the output is written into a hidden temporary folder beside
 ``--output``, which is renamed into place only at the end: a failed run leaves no partial dataset.
 """
@@ -41,7 +46,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from coseg.data.split import split_groups
+from coseg.data.split import empty_subsets, split_groups
 from coseg.errors import InputFileError
 from coseg.histo.formats import FORMATS, FormatOptions, HistoFormat, RawCase
 from coseg.histo.layout import SPLIT_NAMES, HistoSample, LayoutWriter, format_summary
@@ -145,6 +150,7 @@ def prepare_dataset(
     inst_dir: str = "inst",
     type_dir: str = "type",
     touching_gap: bool = False,
+    allow_empty: bool = False,
     mpp: float | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -165,6 +171,9 @@ def prepare_dataset(
         group_regex: regular expression whose first group gives a case's group (patient / source image).
         images_dir / sem_dir / inst_dir / type_dir: ``folder`` sub-folder names.
         touching_gap: ``puma``: 1-pixel gap between touching nuclei.
+        allow_empty: ``puma``, ``glas``, ``crag``: accept annotation files without any object or region (an
+            empty GeoJSON, an all-zero gland map) with a warning instead of an error; the summary counts the
+            images without objects and without regions.
         mpp: microns per pixel, recorded in ``dataset.json`` when given.
         overwrite: replace an existing non-empty ``output_dir``.
         progress: show a tqdm progress bar.
@@ -195,6 +204,7 @@ def prepare_dataset(
         inst_dir=inst_dir,
         type_dir=type_dir,
         touching_gap=touching_gap,
+        allow_empty=allow_empty,
     )
     reader: HistoFormat = FORMATS[fmt](input_dir, options)
     cases = reader.discover()
@@ -203,6 +213,17 @@ def prepare_dataset(
         dup = sorted({n for n in names if names.count(n) > 1})
         raise InputFileError(input_dir, f"several cases share output names {dup[:5]}")
     splits = assign_splits(cases, method=split, ratios=ratios, seed=seed, official_subsets=reader.official_subsets)
+    wanted = _check_ratios(ratios) if split == "seeded" else (*_check_ratios(ratios)[:2], 1.0)
+    empty = empty_subsets({s: [n for n, v in splits.items() if v == s] for s in SPLIT_NAMES}, wanted)
+    if empty:
+        logger.warning(
+            "%s: the %s split(s) will be empty (%d cases in %d groups); training without validation images "
+            "selects no best model, and nothing is left to evaluate without test images",
+            output_dir,
+            " and ".join(empty),
+            len(cases),
+            len({c.group for c in cases}),
+        )
     info = reader.dataset_info()
     if "sem" in reader.provides:
         info["semantic_labels"] = "annotation"
@@ -217,6 +238,7 @@ def prepare_dataset(
     if "inst" in reader.provides and "type" not in reader.provides:
         info["instance_types"] = {"0": "background", "1": reader.object_name}
     info["derive_sem"] = derive_sem
+    info["allow_empty"] = bool(allow_empty)
     if mpp is not None:
         info["mpp"] = float(mpp)
     meta = {
@@ -256,6 +278,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--inst-dir", default="inst", help="folder: instance label sub-folder")
     p.add_argument("--type-dir", default="type", help="folder: type label sub-folder")
     p.add_argument("--touching-gap", action="store_true", help="puma: 1-pixel gap between touching nuclei")
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="puma/glas/crag: accept annotation files without any object or region (counted in the summary)",
+    )
     p.add_argument("--mpp", type=float, help="microns per pixel to record in dataset.json")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -290,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             inst_dir=args.inst_dir,
             type_dir=args.type_dir,
             touching_gap=args.touching_gap,
+            allow_empty=args.allow_empty,
             mpp=args.mpp,
             overwrite=args.overwrite,
             progress=not args.no_progress,

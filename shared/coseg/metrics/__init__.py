@@ -14,7 +14,7 @@ side is empty.
 """
 
 from .aggregate import InstanceAccumulator, SemanticAccumulator, nanmean, reduce_instance_stats
-from .ignite import InstanceMetric, SemanticMetric
+from .ignite import InstanceMetric, MissingClassCount, SemanticMetric
 from .instance import (
     INSTANCE_METRICS,
     InstanceStats,
@@ -46,6 +46,7 @@ __all__ = [
     "InstanceAccumulator",
     "InstanceMetric",
     "InstanceStats",
+    "MissingClassCount",
     "SemanticAccumulator",
     "SemanticMetric",
     "SemanticStats",

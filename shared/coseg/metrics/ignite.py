@@ -42,7 +42,7 @@ from .instance import (
 )
 from .semantic import SEMANTIC_METRICS, SemanticStats, semantic_stats
 
-__all__ = ["InstanceMetric", "SemanticMetric"]
+__all__ = ["InstanceMetric", "SemanticMetric", "MissingClassCount"]
 
 
 def _check_batch(y_pred: Any, y: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -289,3 +289,46 @@ class SemanticMetric(CumulativeIterationMetric):
             values = stats.scores(empty_value=self.empty_value, missing_value=self.missing_value)[self.metric]
             per_class = nanmean(values, axis=0)
         return torch.tensor(nanmean(np.asarray(per_class, dtype=np.float64)[classes]), dtype=torch.float64)
+
+
+class MissingClassCount(SemanticMetric):
+    """How many (image, class) pairs have the class on exactly one side: in the GT but not predicted, or predicted
+    but not in the GT.
+
+    There Dice and IoU are 0 and the Hausdorff distance is undefined (no boundary to reach). The bundles' validation
+    leaves such pairs out of the HD means (``missing_value=NaN``, as MONAI's reductions skip NaN) and logs this
+    count beside them, so that ``mean_hd`` stays a finite distance and the missed classes stay visible.
+
+    Args:
+        num_classes: number of classes including the background.
+        class_index: ``None`` = classes ``1 .. num_classes - 1``; ``k`` = class k only.
+        side: ``"either"`` (default), ``"missed"`` (in the GT, not predicted) or ``"spurious"`` (predicted, not in
+            the GT).
+
+    Raises:
+        ValueError: on bad arguments.
+    """
+
+    SIDES = ("either", "missed", "spurious")
+
+    def __init__(self, *, num_classes: int, class_index: int | None = None, side: str = "either") -> None:
+        super().__init__("dice", num_classes=num_classes, class_index=class_index)
+        if side not in self.SIDES:
+            raise ValueError(f"side must be one of {self.SIDES}, got {side!r}.")
+        self.side = side
+
+    def aggregate(self) -> torch.Tensor:  # type: ignore[override]
+        """The count over the buffered images (0-d float64 tensor; 0 before any image).
+
+        Returns:
+            The number of (image, class) pairs with the class on the requested side only.
+        """
+        data = self.get_buffer()
+        if not isinstance(data, torch.Tensor):
+            return torch.tensor(0.0, dtype=torch.float64)
+        arr = data.cpu().numpy()
+        classes = [self.class_index] if self.class_index is not None else list(range(1, self.num_classes))
+        gc, pc = arr[..., classes, 1], arr[..., classes, 2]
+        missed, spurious = (gc > 0) & (pc == 0), (gc == 0) & (pc > 0)
+        hits = {"either": missed | spurious, "missed": missed, "spurious": spurious}[self.side]
+        return torch.tensor(float(hits.sum()), dtype=torch.float64)

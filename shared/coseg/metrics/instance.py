@@ -350,6 +350,16 @@ def _stats_from_table(
     tp = int(matched.sum())
     iou_sum = float(iou[matched].sum())
 
+    def aji_terms(pairs: np.ndarray) -> tuple[int, int]:
+        """AJI numerator and denominator for the selected pairs (entries of the pair arrays): their
+        intersections, and their unions plus every unpaired GT and prediction area."""
+        paired_gt = np.zeros(n_g, dtype=bool)
+        paired_gt[r[pairs]] = True
+        paired_pred = np.zeros(n_p, dtype=bool)
+        paired_pred[c[pairs]] = True
+        unpaired = int(table.gt_area[gt_keep & ~paired_gt].sum()) + int(table.pred_area[pred_keep & ~paired_pred].sum())
+        return int(inter[pairs].sum()), int(union[pairs].sum()) + unpaired
+
     aji_inter = aji_union = ajp_inter = ajp_union = 0
     if with_aji or with_aji_plus:
         iou_eps = inter / (union.astype(np.float64) + _AJI_EPS)
@@ -359,29 +369,9 @@ def _stats_from_table(
         rs = r[order]
         first = np.ones(len(rs), dtype=bool)
         first[1:] = rs[1:] != rs[:-1]
-        best = order[first]
-        paired_gt = np.zeros(n_g, dtype=bool)
-        paired_gt[r[best]] = True
-        paired_pred = np.zeros(n_p, dtype=bool)
-        paired_pred[c[best]] = True
-        aji_inter = int(inter[best].sum())
-        aji_union = (
-            int(union[best].sum())
-            + int(table.gt_area[gt_keep & ~paired_gt].sum())
-            + int(table.pred_area[pred_keep & ~paired_pred].sum())
-        )
+        aji_inter, aji_union = aji_terms(order[first])
     if with_aji_plus:
-        pairs = _max_weight_pairs(r, c, iou_eps)
-        paired_gt = np.zeros(n_g, dtype=bool)
-        paired_gt[r[pairs]] = True
-        paired_pred = np.zeros(n_p, dtype=bool)
-        paired_pred[c[pairs]] = True
-        ajp_inter = int(inter[pairs].sum())
-        ajp_union = (
-            int(union[pairs].sum())
-            + int(table.gt_area[gt_keep & ~paired_gt].sum())
-            + int(table.pred_area[pred_keep & ~paired_pred].sum())
-        )
+        ajp_inter, ajp_union = aji_terms(_max_weight_pairs(r, c, iou_eps))
 
     return InstanceStats(
         n_gt=n_gt,

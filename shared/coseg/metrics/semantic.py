@@ -284,21 +284,8 @@ def dice_per_class(
 def iou_per_class(
     gt: ArrayLike, pred: ArrayLike, *, num_classes: int, one_hot: bool = False, empty_value: float = math.nan
 ) -> np.ndarray:
-    """IoU (Jaccard) of every class of every image; mIoU is the mean of the foreground columns.
-
-    Args:
-        gt: ``(B, H, W[, D])`` class indices in ``[0, num_classes)``, or one-hot ``(B, num_classes, H, W[, D])``.
-        pred: the prediction, same layout.
-        num_classes: number of classes including the background.
-        one_hot: read the inputs as one-hot maps.
-        empty_value: value where the class is on neither side.
-
-    Returns:
-        ``(B, num_classes)`` float64; ``empty_value`` where the class is on neither side, 0 where on one side.
-
-    Raises:
-        TypeError, ValueError: see :func:`semantic_stats`.
-    """
+    """IoU (Jaccard) of every class of every image, with the arguments, layout and errors of :func:`dice_per_class`;
+    mIoU is the mean of the foreground columns."""
     scores = semantic_scores(
         gt, pred, num_classes=num_classes, metrics=("iou",), one_hot=one_hot, empty_value=empty_value
     )

@@ -1,17 +1,37 @@
 """Co-Seg++ network: SAM2-Hiera image encoder with adapters, SSP-Encoder, MTC-Decoder, two-pass co-segmentation.
 
-Build with ``CoSegPlusPlus.from_preset("paper" | "tiny" | "micro", **overrides)``.
+Build with ``CoSegPlusPlus.from_preset("paper" | "tiny" | "micro", **overrides)``; saved weights record these build
+arguments, and ``CoSegPlusPlus.from_saved(path)`` builds the network they belong to.
 """
 
 from coseg.networks.backbones import ENCODER_PRESETS, ImageEncoder, build_image_encoder
-from coseg.networks.coseg import PRESETS, ConvPromptEncoder, CoSegPlusPlus
+from coseg.networks.coseg import (
+    ARCHITECTURE_ARGS,
+    PRESETS,
+    RECORDED_ARGS,
+    ConvPromptEncoder,
+    CoSegPlusPlus,
+    build_args_conflicts,
+)
 from coseg.networks.mtc_decoder import MTCDecoder
 from coseg.networks.ssp_encoder import SSPEncoder
-from coseg.networks.weights import LoadReport, SAM2CheckpointError, count_parameters, freeze_trunk, load_sam2_weights
+from coseg.networks.weights import (
+    BUILD_ARGS_KEY,
+    LoadReport,
+    SAM2CheckpointError,
+    count_parameters,
+    freeze_trunk,
+    load_sam2_weights,
+    read_build_args,
+    recorded_build_args,
+)
 
 __all__ = [
+    "ARCHITECTURE_ARGS",
+    "BUILD_ARGS_KEY",
     "ENCODER_PRESETS",
     "PRESETS",
+    "RECORDED_ARGS",
     "ConvPromptEncoder",
     "CoSegPlusPlus",
     "ImageEncoder",
@@ -19,8 +39,11 @@ __all__ = [
     "MTCDecoder",
     "SAM2CheckpointError",
     "SSPEncoder",
+    "build_args_conflicts",
     "build_image_encoder",
     "count_parameters",
     "freeze_trunk",
     "load_sam2_weights",
+    "read_build_args",
+    "recorded_build_args",
 ]

@@ -1,9 +1,16 @@
-"""Loading official SAM2 weights into the image encoder, and the freezing policy.
+"""Loading official SAM2 weights into the image encoder, the freezing policy, and the build arguments that a Co-Seg++
+state dict records.
 
 Official checkpoints (``sam2_hiera_*.pt``, ``sam2.1_hiera_*.pt``) hold ``{"model": state_dict}`` with keys
 ``image_encoder.trunk.*`` and ``image_encoder.neck.*`` among the rest of SAM2 (memory attention, mask
 decoder, ...). :func:`sam2_encoder_state_dict` is the one key filter; :func:`load_sam2_weights` loads it
 strictly and reports every problem at once.
+
+A state dict of :class:`~coseg.networks.CoSegPlusPlus` carries the arguments the network was built with in torch's
+per-module metadata (``state_dict._metadata[prefix][BUILD_ARGS_KEY]``, beside torch's own ``version``), which
+``torch.save`` / ``torch.load(weights_only=True)`` keep: every file holding the network's state dict (``model.pt``,
+training checkpoints under ``"model"``) records them, and the file stays a plain state dict of tensors for MONAI's
+tools. :func:`recorded_build_args` and :func:`read_build_args` read them back.
 """
 
 from __future__ import annotations
@@ -16,21 +23,28 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from coseg.errors import InputFileError
 from coseg.networks.backbones.hiera import Hiera
 from coseg.networks.backbones.image_encoder import ImageEncoder
 
 __all__ = [
+    "BUILD_ARGS_KEY",
     "SAM2CheckpointError",
     "LoadReport",
     "sam2_encoder_state_dict",
     "load_sam2_weights",
     "freeze_trunk",
     "count_parameters",
+    "read_build_args",
+    "recorded_build_args",
 ]
 
 logger = logging.getLogger(__name__)
 
 _PREFIX = "image_encoder."
+
+#: the entry of a state dict's per-module metadata that records the network's build arguments
+BUILD_ARGS_KEY = "coseg_build_args"
 
 
 class SAM2CheckpointError(ValueError):
@@ -167,3 +181,54 @@ def count_parameters(module: nn.Module) -> tuple[int, int]:
     learnable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
     return learnable, frozen
+
+
+def recorded_build_args(state_dict: Mapping[str, torch.Tensor]) -> dict | None:
+    """The build arguments a Co-Seg++ state dict records (see the module docstring), or ``None``.
+
+    Args:
+        state_dict: a state dict as ``Module.state_dict()`` returns it or ``torch.load`` reads it back.
+
+    Returns:
+        The recorded arguments of :meth:`~coseg.networks.CoSegPlusPlus.from_preset` (a copy), or ``None`` when the
+        state dict records none (saved before they were recorded, or rebuilt as a new dict that lost torch's
+        metadata).
+
+    Raises:
+        ValueError: it records more than one network (a state dict of several Co-Seg++ networks).
+    """
+    metadata = getattr(state_dict, "_metadata", None)
+    if not isinstance(metadata, Mapping):
+        return None
+    found = {p: m[BUILD_ARGS_KEY] for p, m in metadata.items() if isinstance(m, Mapping) and BUILD_ARGS_KEY in m}
+    if len(found) > 1:
+        raise ValueError(f"the state dict records the build arguments of several networks: {sorted(found)}")
+    return dict(next(iter(found.values()))) if found else None
+
+
+def read_build_args(path: str | os.PathLike) -> dict | None:
+    """The build arguments recorded in a saved network: a state dict (``model.pt``) or a checkpoint holding it under
+    ``"model"`` (``checkpoint_*.pt``). The file is read with ``weights_only=True`` and memory-mapped.
+
+    Returns:
+        The recorded arguments, or ``None`` when the file records none.
+
+    Raises:
+        InputFileError: the file is missing, cannot be read with ``torch.load(weights_only=True)``, or holds no state
+            dict.
+    """
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise InputFileError(p, "no such file (saved network weights expected)")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # torch raises several types for corrupt/unsafe files
+        raise InputFileError(p, f"cannot be read with torch.load(weights_only=True): {err}") from err
+    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
+        state = state["model"]
+    if not isinstance(state, Mapping):
+        raise InputFileError(p, f"holds a {type(state).__name__}, not a state dict (or {{'model': state_dict}})")
+    try:
+        return recorded_build_args(state)
+    except ValueError as err:
+        raise InputFileError(p, str(err)) from err

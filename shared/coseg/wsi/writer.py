@@ -36,7 +36,7 @@ import numpy as np
 import tifffile
 
 from coseg.histo.geojson import qupath_feature
-from coseg.io import atomic_write_path, temporary_directory
+from coseg.io import atomic_write_path, temporary_sibling_dir
 from coseg.postprocess import remove_small_regions
 from coseg.visualize import REGION_COLOURS, TYPE_COLOURS
 from coseg.wsi.merge import MergeResult
@@ -121,7 +121,7 @@ def write_label_pyramid(
         f = 2**level
         return {"resolution": (1e4 / (mpp[1] * f), 1e4 / (mpp[0] * f)), "resolutionunit": "CENTIMETER"}
 
-    with temporary_directory(path) as spool:
+    with temporary_sibling_dir(path, tag="spool") as spool:
         spooled: list[list[str]] = [[] for _ in shapes]
         pending: list[list[np.ndarray]] = [[] for _ in shapes]
         pending_rows = [0] * len(shapes)
