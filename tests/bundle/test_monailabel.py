@@ -337,7 +337,7 @@ def test_training_through_the_server_writes_a_checkpoint(server, deployment):
     assert task.get("status") == "DONE", details + _server_log(deployment)
 
     final = torch.load(models / "checkpoint_final.pt", weights_only=True)
-    assert set(final) == {"model", "optimizer", "lr_scheduler", "trainer"}
+    assert set(final) == {"model", "optimizer", "lr_scheduler", "trainer", "best_model", "rng", "run"}
     # 3 of the 4 labelled images train (val_split 0.25), batch 2: 2 iterations per epoch, 2 epochs
     assert final["trainer"]["max_epochs"] == 2
     assert final["trainer"]["epoch_length"] == 2 and final["trainer"]["iteration"] == 4
