@@ -85,6 +85,7 @@ def test_evaluation_writes_the_paper_tables(histo_bundle, histo_dataset, trained
     out = trained / "eval" / "evaluation"
     summary = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert summary["num_images"] == 2  # the test split
+    assert summary["input"]["input_mode"] == "crop" and summary["input"]["patch_size"] == 64  # the default
     assert set(summary["instance"]) == {"per_image_mean", "pooled"}
     assert summary["semantic"]["pooled"]["reduction"] == "pooled"
     tables = (out / "tables.md").read_text(encoding="utf-8")

@@ -52,7 +52,7 @@ COMBOS = {
 def _network(bundle: Path, files: list[str], **overrides) -> CoSegPlusPlus:
     parser = ConfigParser()
     parser.read_config(f=[str(bundle / "configs" / f) for f in files])
-    parser.update({"sam2_checkpoint": None, **overrides})
+    parser.update({"sam2_checkpoint": None, "allow_random_encoder": True, **overrides})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # no SAM2 checkpoint
         torch.manual_seed(0)
