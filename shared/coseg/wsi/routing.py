@@ -168,6 +168,8 @@ def wsi_inferer_from_bundle(
     for key, value in (overrides or {}).items():
         parser[key] = value
     options = {k: v for k, v in options.items() if v is not None}
+    if "checkpoint" in options and "ckpt_path" in parser.config:
+        parser["ckpt_path"] = str(options["checkpoint"])  # the network is built as these weights record it
     if "wsi_inferer" in parser.config:
         for key, value in options.items():
             parser[f"wsi_inferer#{key}"] = value
