@@ -210,7 +210,11 @@ def _check_build_args(path: Path, state: Mapping[str, Any], inference: Any) -> N
         return
     stated = {}
     for arg, ref in network_def.items():
-        value = inference.get(ref[1:]) if isinstance(ref, str) and ref.startswith("@") else ref
+        value = ref
+        if isinstance(ref, str) and ref[:1] in "$@":
+            # "@item", or one call on it ("$coseg.engines.flag(@item, 'item')"): the item's literal value
+            refs = re.findall(r"@(\w+)", ref)
+            value = inference.get(refs[0]) if len(refs) == 1 else None
         if value is not None and not (isinstance(value, str) and value[:1] in "$@%"):
             stated[arg] = value
     conflicts = build_args_conflicts(stated, recorded, keys=ARCHITECTURE_ARGS, labels=("inference.json", "model.pt"))

@@ -389,9 +389,8 @@ class TrainingCheckpointSaver:
     epoch, iteration). Files are written atomically; an older interval checkpoint is removed only once a newer one is
     complete. A fresh run records a new id in ``<save_dir>/training_run.json`` once its first iteration is done (a run
     that fails before writes nothing); a run resumed by :class:`TrainingCheckpointLoader` (attached before this
-    handler) keeps its id. Checkpoints are taken at epoch
-    boundaries only, which is where a run can resume exactly; nothing is saved when training stops with an error (a
-    half-finished epoch cannot be resumed exactly).
+    handler) keeps its id. Checkpoints are taken at epoch boundaries only, which is where a run can resume exactly;
+    nothing is saved when training stops with an error (a half-finished epoch cannot be resumed exactly).
 
     Args:
         save_dir: the folder.

@@ -173,7 +173,10 @@ def wsi_inferer_from_bundle(
     parser["bundle_root"] = str(root)
     for key, value in (overrides or {}).items():
         parser[key] = value
-    groups = group_options({k: v for k, v in options.items() if v is not None})
+    options = {k: v for k, v in options.items() if v is not None}
+    if "checkpoint" in options and "ckpt_path" in parser.config:
+        parser["ckpt_path"] = str(options["checkpoint"])  # the network is built as these weights record it
+    groups = group_options(options)
     if "wsi_inferer" in parser.config:
         for group, cls in SETTINGS_GROUPS.items():
             if not groups[group]:
