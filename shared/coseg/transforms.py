@@ -1,20 +1,76 @@
-"""MONAI dictionary transforms the bundles need and MONAI lacks: input checks that name the file, SAM2's
-input normalisation, H&E stain jitter, and flattening of the nested engine outputs."""
+"""MONAI dictionary transforms the bundles need and MONAI lacks: input checks that name the file (and an image
+reader whose errors name it), SAM2's input normalisation, H&E stain jitter, and flattening of the nested engine
+outputs."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+import os
+from collections.abc import Hashable, Mapping, Sequence
 
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
+from monai.data import MetaTensor, PILReader
 from monai.transforms import MapTransform
+from monai.utils import ensure_tuple
 
 from coseg.constants import normalize
-from coseg.errors import InputFileError
+from coseg.errors import InputFileError, InputNotFoundError
 from coseg.io import source_name
 
-__all__ = ["CheckRGBd", "CheckLabelsd", "SAM2Normalized", "FlattenEngineOutputd"]
+__all__ = ["CheckedPILReader", "CheckRGBd", "CheckLabelsd", "SAM2Normalized", "FlattenEngineOutputd"]
+
+
+class _Unreadable:
+    """What :class:`CheckedPILReader` reads from a file it cannot open; its ``get_data`` raises the error."""
+
+    def __init__(self, error: InputFileError) -> None:
+        self.error = error
+
+
+class CheckedPILReader(PILReader):
+    """MONAI's ``PILReader`` whose errors name the file (``LoadImaged(reader="coseg.transforms.CheckedPILReader")``).
+
+    ``PILReader`` only opens the file (reads its header) and decodes the pixels later, where the file name is no
+    longer known: a truncated or corrupt image fails with ``OSError: image file is truncated`` and nothing says
+    which one. This reader decodes every image in :meth:`get_data` and names the file when that fails. A file that
+    cannot even be opened is reported there too: were :meth:`read` to raise, ``LoadImage`` would try its other
+    readers and end with a message about missing reader libraries.
+
+    Args: as ``monai.data.PILReader``.
+    """
+
+    def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs):
+        """Open ``data`` (a file name or a sequence of them); returns a PIL image or a list of them (a placeholder
+        that :meth:`get_data` reports for each file that cannot be opened)."""
+        images = []
+        names = ensure_tuple(data)
+        for name in names:
+            try:
+                images.append(super().read(name, **kwargs))
+            except FileNotFoundError as exc:
+                images.append(_Unreadable(InputNotFoundError(name, "image file does not exist")))
+                images[-1].error.__cause__ = exc
+            except (OSError, SyntaxError, ValueError) as exc:  # PIL: UnidentifiedImageError, bad header, ...
+                images.append(_Unreadable(InputFileError(name, f"cannot be read as an image ({exc})")))
+                images[-1].error.__cause__ = exc
+        return images if len(names) > 1 else images[0]
+
+    def get_data(self, img) -> tuple:
+        """Decode the images of :meth:`read` and return ``(array, metadata)`` as ``PILReader.get_data`` does.
+
+        Raises:
+            InputNotFoundError: a file does not exist.
+            InputFileError: a file cannot be opened or decoded as an image (truncated, corrupt, not an image).
+        """
+        for image in ensure_tuple(img):
+            if isinstance(image, _Unreadable):
+                raise image.error
+            try:
+                image.load()
+            except (OSError, SyntaxError, ValueError) as exc:
+                name = getattr(image, "filename", None) or "<image>"
+                raise InputFileError(name, f"cannot be read as an image ({exc})") from exc
+        return super().get_data(img)
 
 
 class CheckRGBd(MapTransform):

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
+from coseg.errors import install_excepthook
 from coseg.wsi.routing import list_images, parse_override, wsi_inferer_from_bundle
 
 __all__ = ["main", "build_parser"]
@@ -127,4 +128,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     sys.exit(main())
