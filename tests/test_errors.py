@@ -319,6 +319,17 @@ def test_dental_prepare_reports_a_missing_folder_in_one_line(tmp_path):
     assert res.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'nothing'}")
 
 
+def test_wsi_reports_a_truncated_slide_in_one_line_before_loading_any_model(tmp_path):
+    import tifffile
+
+    slide = tmp_path / "slide.tif"
+    tifffile.imwrite(slide, np.full((512, 512, 3), 200, np.uint8), tile=(128, 128), photometric="rgb")
+    _truncate(slide, slide.stat().st_size - 5000)
+    args = ["--bundle", str(HISTO), "--input", str(slide), "--output", str(tmp_path / "out")]
+    res = _run([sys.executable, "-m", "coseg.wsi", *args, "--checkpoint", str(tmp_path / "none.pt")])
+    _assert_one_line(res, str(slide), "truncated")
+
+
 def test_wsi_reports_a_missing_input_in_one_line(tmp_path):
     args = ["--bundle", str(HISTO), "--input", str(tmp_path / "none.svs"), "--output", str(tmp_path / "out")]
     _assert_one_line(_run([sys.executable, "-m", "coseg.wsi", *args]), str(tmp_path / "none.svs"))
