@@ -24,7 +24,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-import zipfile
 from pathlib import Path
 
 import nibabel as nib
@@ -33,7 +32,7 @@ import pytest
 import torch
 from PIL import Image
 
-from coseg.bundle import TOOTHFAIRY2_PRED_IDS, export_bundle
+from coseg.bundle import TOOTHFAIRY2_PRED_IDS, export_bundle, extract_bundle
 from coseg.data.label_codec import encode_class_map
 
 from .conftest import CBCT, CBCT_MICRO_OVERRIDES, MICRO_OVERRIDES, REPO, make_source_bundle, write_cbct_volumes
@@ -121,14 +120,10 @@ def deployment(tmp_path_factory, source_bundle, sample_images):
         timeout=300,
     )
     app = work / "apps" / "monaibundle"
-    archive = export_bundle(source_bundle, work / "dist", overrides=MICRO_OVERRIDES)
-    with zipfile.ZipFile(archive) as zf:
-        zf.extractall(app / "model")
-    bundle = app / "model" / "coseg_histo"
+    bundle = extract_bundle(export_bundle(source_bundle, work / "dist", overrides=MICRO_OVERRIDES), app / "model")
     shutil.copy(bundle / "models" / "model.pt", work / "initial_model.pt")
     cbct_source = _confident_cbct_bundle(work / "cbct_source" / "coseg_cbct")
-    with zipfile.ZipFile(export_bundle(cbct_source, work / "dist", overrides=CBCT_MICRO_OVERRIDES)) as zf:
-        zf.extractall(app / "model")
+    extract_bundle(export_bundle(cbct_source, work / "dist", overrides=CBCT_MICRO_OVERRIDES), app / "model")
 
     studies = work / "studies"
     studies.mkdir()
