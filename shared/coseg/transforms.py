@@ -20,7 +20,7 @@ from PIL import Image
 
 from coseg.constants import normalize
 from coseg.data.resize import keep_instances_whole
-from coseg.errors import InputFileError
+from coseg.errors import InputFileError, InputNotFoundError
 from coseg.inferers import INPUT_MODES
 from coseg.io import png_is_16bit_colour, read_rgb, source_name
 
@@ -121,7 +121,7 @@ class LoadCheckedImage(LoadImage):
                 raise
             missing = [n for n in names if not Path(n).expanduser().exists()]
             if missing:
-                raise InputFileError(missing[0], "file does not exist") from exc
+                raise InputNotFoundError(missing[0], "file does not exist") from exc
             reason = str(exc).strip() or "no reason given"
             if isinstance(exc, EOFError):
                 reason = f"file is truncated ({reason})"
