@@ -39,7 +39,8 @@ def torchrun(configs: list[Path], extra: dict, overrides: dict, work: Path, run_
     ]
     for key, value in overrides.items():
         cmd += [f"--{key}", str(value)]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    # this checkout's coseg first (not an installed one), and the repository for tests.bundle.recorders
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "shared"), str(REPO)]), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, encoding="utf-8", timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
 
