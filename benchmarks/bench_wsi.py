@@ -44,7 +44,6 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import torch
-from monai.transforms import Compose
 from PIL import Image
 from torch import nn
 
@@ -54,9 +53,8 @@ from coseg.keys import OutputKeys
 from coseg.losses import compute_hv_maps
 from coseg.metrics.instance import panoptic_quality
 from coseg.postprocess import params_for_resolution, postprocess_outputs
-from coseg.postprocess.transforms import CoSegPostProcessd
-from coseg.transforms import FlattenEngineOutputd, SAM2Normalized
-from coseg.wsi import TilePlan, WholeSlideInferer
+from coseg.transforms import SAM2Normalized
+from coseg.wsi import OutputSettings, TilePlan, TileSettings, WholeSlideInferer
 
 REPO = Path(__file__).resolve().parents[1]
 CONSEP = REPO.parent / "shared" / "data" / "consep256" / "train"
@@ -118,15 +116,6 @@ def encode(inst: np.ndarray, hv: bool) -> np.ndarray:
     return rgb
 
 
-def postprocessing() -> Compose:
-    return Compose(
-        [
-            FlattenEngineOutputd(),
-            CoSegPostProcessd(num_sem_classes=3, watershed=params_for_resolution(magnification=40)),
-        ]
-    )
-
-
 def normalise(rgb: np.ndarray) -> torch.Tensor:
     image = torch.from_numpy(rgb).permute(2, 0, 1).contiguous().float()
     return SAM2Normalized(keys="image")({"image": image})["image"]
@@ -161,14 +150,10 @@ def wsi(network: nn.Module, path: Path, out: Path, roi: int, batch: int, tile: i
         sem_classes=SEM,
         inst_types=TYPES,
         output_dir=out,
-        postprocessing=postprocessing(),
-        magnification=40,
-        tile_size=tile,
-        output_tile=min(256, tile),
-        tissue_detection=False,
+        watershed=params_for_resolution(magnification=40),
+        tiling=TileSettings(tile_size=tile, tissue_detection=False, **kwargs),
+        outputs=OutputSettings(output_tile=min(256, tile), overwrite=True),
         progress=False,
-        overwrite=True,
-        **kwargs,
     )
     start = time.perf_counter()
     result = runner(path)[0]

@@ -340,3 +340,30 @@ def test_png_is_16bit_colour(tmp_path):
     (tmp_path / "short.png").write_bytes(b"\x89PNG")
     assert png_is_16bit_colour(rgb16)
     assert not any(png_is_16bit_colour(tmp_path / n) for n in ("grey16.png", "rgb8.png", "short.png"))
+
+
+def test_temporaries_are_found_by_their_name_only(tmp_path):
+    """``temporaries_in`` finds what ``temporary_sibling`` / ``temporary_sibling_dir`` left behind, nothing else."""
+    import glob
+
+    from coseg.io import temporaries_in, temporary_sibling, temporary_sibling_dir
+
+    with pytest.raises(RuntimeError):
+        with temporary_sibling_dir(tmp_path / "a.tif", tag="spool") as spool:
+            assert spool.is_dir() and spool.parent == tmp_path and temporaries_in(tmp_path) == [spool]
+            raise RuntimeError("interrupted")
+    assert not spool.exists()  # removed on the way out, also after an error
+    # entered, never left (kept referenced: a collected generator would clean up): what a killed process leaves
+    open_writers = [temporary_sibling(tmp_path / n) for n in ("a.tif", "b.nii.gz", "plan.json", "tile_0_1.npz")]
+    open_writers += [
+        temporary_sibling(tmp_path / "tile_0_2.npz"),
+        temporary_sibling_dir(tmp_path / "a.tif", tag="spool"),
+    ]
+    left = [cm.__enter__() for cm in open_writers]
+    for name in ("a.tif", ".a.tif.zzzzzzzz.tmp.tif", ".a.tif.0123abcd.tmp.png", ".a.tif.spool-0123abcd", "notes.txt"):
+        (tmp_path / name).write_text("not a temporary", encoding="utf-8")  # wrong hex / suffix, a file named like a dir
+    assert temporaries_in(tmp_path) == sorted(left)
+    assert [p.name[:7] for p in temporaries_in(tmp_path, glob.escape("a.tif"))] == [".a.tif."] * 2
+    assert [p.name[:14] for p in temporaries_in(tmp_path, "tile_*_*.npz")] == [".tile_0_1.npz.", ".tile_0_2.npz."]
+    assert temporaries_in(tmp_path / "missing") == []
+    assert [p.name.endswith(".tmp.nii.gz") for p in temporaries_in(tmp_path, "*.gz")] == [True]

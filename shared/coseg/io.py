@@ -27,10 +27,12 @@ All reading errors are :class:`coseg.errors.InputFileError` (a ``ValueError``) n
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import logging
 import math
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator, Mapping
@@ -59,6 +61,7 @@ __all__ = [
     "label_dtype",
     "atomic_write_path",
     "temporary_sibling_dir",
+    "temporaries_in",
     "StagedDir",
     "png_is_16bit_colour",
 ]
@@ -347,6 +350,38 @@ def temporary_sibling_dir(path: str | os.PathLike, *, tag: str = "tmp") -> Itera
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+_TEMPORARY_FILE = re.compile(r"^\.(?P<final>.+)\.[0-9a-f]{8}\.tmp(?P<suffix>.*)$")
+_TEMPORARY_DIR = re.compile(r"^\.(?P<final>.+)\.[^./\\]+-[0-9a-f]{8}$")
+
+
+def temporaries_in(folder: str | os.PathLike, pattern: str = "*") -> list[Path]:
+    """The temporaries in ``folder`` (:func:`temporary_sibling` files, :func:`temporary_sibling_dir` folders with a
+    tag without dots) whose final name matches the ``fnmatch`` ``pattern`` (``glob.escape`` a literal name). Ones
+    that exist while no writer runs were left by a process killed before it could rename or remove them.
+
+    Args:
+        folder: the folder to look in (a missing folder holds none).
+        pattern: of the final names.
+
+    Returns:
+        their paths, sorted; nothing else in the folder matches this naming.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    found = []
+    for entry in root.iterdir():
+        if entry.is_dir():
+            m = _TEMPORARY_DIR.match(entry.name)
+            ours = m is not None
+        else:
+            m = _TEMPORARY_FILE.match(entry.name)
+            ours = m is not None and m["suffix"] == _temporary_suffix(Path(m["final"]))
+        if ours and fnmatch.fnmatchcase(m["final"], pattern):
+            found.append(entry)
+    return sorted(found)
 
 
 class StagedDir:

@@ -54,30 +54,34 @@ def make_source_bundle(dest: Path, *, seed: int = 0, bundle: Path = HISTO) -> Pa
     return dest
 
 
-def write_cbct_volumes(folder: Path, seeds=(0, 1)) -> list[Path]:
+def write_cbct_volumes(folder: Path, seeds=(0, 1), *, labels: Path | None = None) -> list[Path]:
     """Write one synthetic CBCT phantom per seed as ``cbct_<seed>.nii.gz`` (HU, int16): cropped off-centre to
     :data:`CBCT_CROP` from :data:`CBCT_PHANTOM_SHAPE`, anisotropic voxels (0.45 x 0.4 x 0.5 mm), voxel axes
-    pointing left, posterior and superior (LPS, as scanners write them), the crop's origin shift in the affine."""
+    pointing left, posterior and superior (LPS, as scanners write them), the crop's origin shift in the affine.
+    With ``labels``, also its label volume in ToothFairy2 ids (uint8, same grid) as ``labels/cbct_<seed>.nii.gz``."""
     import nibabel as nib
     import numpy as np
 
     from coseg.dental.synthetic import make_phantom
 
     folder.mkdir(parents=True, exist_ok=True)
+    if labels is not None:
+        labels.mkdir(parents=True, exist_ok=True)
     paths = []
     for seed in seeds:
         phantom = make_phantom(CBCT_PHANTOM_SHAPE, spacing=(0.5, 0.4, 0.45), seed=seed)
         start = np.array([s.start for s in CBCT_CROP] + [1.0])
-        image = phantom.image[CBCT_CROP]
-        # (D, H, W) -> NIfTI voxel order (W, H, D), as coseg.dental.synthetic writes its phantoms
         affine = phantom.affine.copy()
         affine[:3, 3] = (phantom.affine @ start)[:3]
-        nifti = nib.Nifti1Image(np.ascontiguousarray(image.transpose(2, 1, 0)), affine[:, [2, 1, 0, 3]])
-        nifti.set_sform(affine[:, [2, 1, 0, 3]], code=1)
-        nifti.set_qform(affine[:, [2, 1, 0, 3]], code=1)
-        path = folder / f"cbct_{seed}.nii.gz"
-        nib.save(nifti, path)
-        paths.append(path)
+        outputs = [(phantom.image, folder)] + ([(phantom.label, labels)] if labels is not None else [])
+        for array, dest in outputs:
+            # (D, H, W) -> NIfTI voxel order (W, H, D), as coseg.dental.synthetic writes its phantoms
+            data = np.ascontiguousarray(array[CBCT_CROP].transpose(2, 1, 0))
+            nifti = nib.Nifti1Image(data, affine[:, [2, 1, 0, 3]])
+            nifti.set_sform(affine[:, [2, 1, 0, 3]], code=1)
+            nifti.set_qform(affine[:, [2, 1, 0, 3]], code=1)
+            nib.save(nifti, dest / f"cbct_{seed}.nii.gz")
+        paths.append(folder / f"cbct_{seed}.nii.gz")
     return paths
 
 

@@ -1,5 +1,7 @@
 """MONAI Label 0.8.5 end to end: a real server with its ``monaibundle`` sample app serving both packaged bundles,
-coseg_histo (2D) and coseg_cbct (3D), on one studies folder.
+coseg_histo (2D) and coseg_cbct (3D), on one studies folder; and a second one serving coseg_cbct alone on three
+labelled volumes, trained through ``/train`` (MONAI Label trains a bundle on every labelled study of its datastore,
+so 3D training gets a folder without 2D studies).
 
 Needs MONAI Label's own virtual environment (``integrations/monailabel/setup_venv.sh``; ``COSEG_MONAILABEL_VENV``
 names another one). Marked ``integration``: deselected by default, run by ``.ci/run`` with
@@ -154,21 +156,21 @@ def deployment(tmp_path_factory, source_bundle, sample_images):
     }
 
 
-@pytest.fixture(scope="module")
-def server(deployment):
-    """``monailabel start_server`` on 127.0.0.1 (offline: zoo_source github, no SAM2); stopped with its children."""
+def _serve(app: Path, studies: Path, models: str, log_path: Path):
+    """``monailabel start_server`` of ``app`` on ``studies`` serving ``models`` on 127.0.0.1 (offline: zoo_source
+    github, no SAM2); yields its URL, then stops it with its children."""
     port = _free_port()
-    log = (deployment["work"] / "server.log").open("w")
+    log = log_path.open("w")
     cmd = [
         "monailabel",
         "start_server",
         "--app",
-        str(deployment["app"]),
+        str(app),
         "--studies",
-        str(deployment["studies"]),
+        str(studies),
         "--conf",
         "models",
-        "coseg_histo,coseg_cbct",
+        models,
         "--conf",
         "zoo_source",
         "github",
@@ -194,7 +196,7 @@ def server(deployment):
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     log.flush()
-                    pytest.fail("MONAI Label did not start:\n" + _server_log(deployment))
+                    pytest.fail("MONAI Label did not start:\n" + log_path.read_text(encoding="utf-8")[-6000:])
                 time.sleep(2)
         yield url
     finally:
@@ -205,6 +207,14 @@ def server(deployment):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(deployment):
+    """The server of :func:`deployment` serving both bundles."""
+    yield from _serve(
+        deployment["app"], deployment["studies"], "coseg_histo,coseg_cbct", deployment["work"] / "server.log"
+    )
 
 
 def _server_log(deployment) -> str:
@@ -334,21 +344,104 @@ def test_training_through_the_server_writes_a_checkpoint(server, deployment):
     assert (models / "model.pt").stat().st_mtime_ns != before, "no best-metric model.pt after validation"
 
 
-def test_training_the_cbct_bundle_through_the_server_fails_and_writes_nothing(server, deployment):
-    """MONAI Label registers a trainer for every bundle with a train.json, but it hands over {image, label} pairs of
-    whole studies, and coseg_cbct trains on prepared 2D slices: not supported (docs/README.md, *MONAI Label*). The
-    request must fail rather than seem to train."""
-    models = deployment["cbct_bundle"] / "models"
-    before = sorted(p.name for p in models.iterdir())
-    params = {"max_epochs": 1, "val_split": 0.25, "multi_gpu": False, "device": "cpu", "pretrained": True}
-    _request(f"{server}/train/coseg_cbct", "POST", json.dumps(params).encode(), {"Content-Type": "application/json"})
-    deadline = time.monotonic() + 300
+def _train(url: str, model: str, params: dict, log: Path, timeout: float = 600) -> dict:
+    """``POST /train/<model>`` and wait for the task to end; returns MONAI Label's task record."""
+    _request(f"{url}/train/{model}", "POST", json.dumps(params).encode(), {"Content-Type": "application/json"})
+    deadline = time.monotonic() + timeout
     while True:
-        _, _, body = _request(f"{server}/train/")
+        _, _, body = _request(f"{url}/train/")
         task = json.loads(body)
         if task.get("status") not in ("SUBMITTED", "QUEUED", "RUNNING"):
-            break
-        assert time.monotonic() < deadline, "the CBCT training request did not end in 5 minutes"
-        time.sleep(2)
-    assert task.get("status") == "ERROR", task
-    assert sorted(p.name for p in models.iterdir()) == before
+            return task
+        assert time.monotonic() < deadline, f"training {model} did not end in {timeout} s:\n" + log.read_text()[-4000:]
+        time.sleep(3)
+
+
+@pytest.fixture(scope="module")
+def cbct_training(tmp_path_factory):
+    """A monaibundle app serving only coseg_cbct (MONAI Label trains a bundle on every labelled study, so 2D studies
+    stay out) on three phantom volumes, with their label volumes in ToothFairy2 ids beside the app."""
+    _require_venv()
+    work = tmp_path_factory.mktemp("monailabel_cbct")
+    subprocess.run(
+        ["monailabel", "apps", "--download", "--name", "monaibundle", "--output", str(work / "apps")],
+        env=_env(),
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    app = work / "apps" / "monaibundle"
+    source = _confident_cbct_bundle(work / "cbct_source" / "coseg_cbct")
+    # a learning rate that moves the micro model's labels within one short epoch
+    overrides = {**CBCT_MICRO_OVERRIDES, "learning_rate": 0.01}
+    with zipfile.ZipFile(export_bundle(source, work / "dist", overrides=overrides)) as zf:
+        zf.extractall(app / "model")
+    studies = work / "studies"
+    volumes = write_cbct_volumes(studies, seeds=(0, 1, 2), labels=work / "labels")
+    bundle = app / "model" / "coseg_cbct"
+    shutil.copy(bundle / "models" / "model.pt", work / "initial_model.pt")
+    return {"work": work, "app": app, "studies": studies, "volumes": volumes, "bundle": bundle}
+
+
+@pytest.fixture(scope="module")
+def cbct_server(cbct_training):
+    yield from _serve(
+        cbct_training["app"], cbct_training["studies"], "coseg_cbct", cbct_training["work"] / "server.log"
+    )
+
+
+def _infer_cbct(url: str, case: str, dest: Path) -> np.ndarray:
+    status, _, body = _request(f"{url}/infer/coseg_cbct?image={case}&output=image", method="POST", timeout=300)
+    assert status == 200
+    path = dest / (f"{case}.nii" + (".gz" if body[:2] == b"\x1f\x8b" else ""))
+    path.write_bytes(body)
+    return np.asarray(nib.load(path).dataobj)
+
+
+def test_cbct_trains_from_label_volumes_and_infers_with_the_new_checkpoint(cbct_server, cbct_training):
+    """The MONAI Label loop for CBCT: label volumes saved through ``/datastore/label``, ``/train/coseg_cbct`` (the
+    bundle slices them on the fly), a checkpoint written, and ``/infer`` answering with the new weights."""
+    from coseg.dental.volume_slices import VolumeSliceDataset
+
+    work, bundle, volumes = cbct_training["work"], cbct_training["bundle"], cbct_training["volumes"]
+    log = work / "server.log"
+    case = volumes[0].name.removesuffix(".nii.gz")
+    (work / "before").mkdir()
+    before = _infer_cbct(cbct_server, case, work / "before")
+    for volume in volumes:
+        name = volume.name.removesuffix(".nii.gz")
+        label = (work / "labels" / volume.name).read_bytes()
+        body, ctype = _multipart({"params": "{}"}, {"label": (volume.name, label)})
+        query = urllib.parse.urlencode({"image": name, "tag": "final"})
+        status, _, _ = _request(f"{cbct_server}/datastore/label?{query}", "PUT", body, {"Content-Type": ctype})
+        assert status == 200
+    _, _, body = _request(f"{cbct_server}/datastore/?output=stats")
+    assert json.loads(body)["completed"] == len(volumes)
+
+    models = bundle / "models"
+    model_mtime = (models / "model.pt").stat().st_mtime_ns
+    params = {"max_epochs": 1, "val_split": 0.34, "multi_gpu": False, "device": "cpu", "pretrained": True}
+    task = _train(cbct_server, "coseg_cbct", params, log)
+    assert task.get("status") == "DONE", "\n".join(task.get("details", []))[-6000:] + log.read_text()[-4000:]
+
+    # 2 of the 3 volumes train (val_split 0.34); every axial slice of these crops holds a region or a tooth, so each
+    # volume gives its 20 slices whatever volume_empty_fraction is: 40 slices, batch 2
+    pairs = [{"image": str(v), "label": str(work / "labels" / v.name)} for v in volumes]
+    assert len(VolumeSliceDataset(pairs, size=64, empty_fraction=0.0)) == 3 * 20
+    final = torch.load(models / "checkpoint_final.pt", weights_only=True)
+    assert final["trainer"]["max_epochs"] == 1
+    assert final["trainer"]["epoch_length"] == 20 and final["trainer"]["iteration"] == 20
+    assert (models / "model.pt").stat().st_mtime_ns != model_mtime, "no best-metric model.pt after validation"
+
+    trained = torch.load(models / "model.pt", weights_only=True)
+    initial = torch.load(work / "initial_model.pt", weights_only=True)
+    assert any(
+        not torch.equal(trained["model"][k] if "model" in trained else trained[k], v) for k, v in initial.items()
+    )
+    (work / "after").mkdir()
+    after = _infer_cbct(cbct_server, case, work / "after")
+    reference = work / "reference_trained"
+    _reference(cbct_training, bundle, models / "model.pt", reference)
+    expected = np.asarray(nib.load(reference / f"{case}_toothfairy2.nii.gz").dataobj)
+    assert np.array_equal(after, expected), "MONAI Label's label volume differs from the new weights' own"
+    assert not np.array_equal(after, before), "the label volume did not change: /infer may still use the old weights"

@@ -1,5 +1,6 @@
-"""coseg_cbct's multi_gpu_train.json (slice training) and multi_gpu_evaluate.json (volume evaluation) on CPU: two
-processes under torchrun (Gloo) on tiny phantoms, checked against single-process runs of the same weights."""
+"""coseg_cbct's multi_gpu_train.json (slice training, from prepared slices and from label volumes) and
+multi_gpu_evaluate.json (volume evaluation) on CPU: two processes under torchrun (Gloo) on tiny phantoms, checked
+against single-process runs of the same weights."""
 
 from __future__ import annotations
 
@@ -99,6 +100,32 @@ def test_slice_training_on_two_processes(cbct_ddp_dataset, tmp_path):
     ranks = rank_metrics(tmp_path / "record")
     single = _single_process_validation(cbct_ddp_dataset, models / "model.pt", tmp_path / "single")
     assert_same(ranks[0], single, "2-process validation != one process")
+
+
+def test_volume_training_on_two_processes(cbct_ddp_dataset, tmp_path):
+    """train.json + multi_gpu_train.json on {image, label} volume pairs (as MONAI Label hands them): each rank slices
+    its own volume, both take the same number of steps, and rank 0 writes the checkpoint."""
+    from coseg.dental.volumes import find_toothfairy2_cases
+
+    cases = find_toothfairy2_cases(cbct_ddp_dataset.parent / "raw")
+    pairs = [{"image": str(c.image), "label": str(c.label)} for c in cases]
+    extra = {
+        "seen_recorder": recorder("SeenImagesRecorder", tmp_path / "record"),
+        "train#trainer#train_handlers": "$coseg.engines.rank_zero_handlers(@train#handlers) + [@seen_recorder]",
+        "train#dataset#data": pairs[:2],
+        "validate#dataset#data": pairs[2:3],
+    }
+    # 2 steps of batch 2 per rank; no validation (val_interval > epochs)
+    overrides = micro_overrides(tmp_path / "no_prepared_dataset", tmp_path, epoch_length=2, val_interval=2)
+    torchrun([CONFIGS / c for c in ("train.json", "multi_gpu_train.json")], extra, overrides, tmp_path, "training")
+
+    seen = [load(tmp_path / "record" / f"seen_rank{r}.json")["1"] for r in (0, 1)]
+    assert len(seen[0]) == len(seen[1]) == 4
+    volumes = [{name.rsplit("_axial_", 1)[0] for name in names} for names in seen]
+    assert all(len(v) == 1 for v in volumes) and volumes[0] != volumes[1], f"the ranks shared volumes: {seen}"
+    assert volumes[0] | volumes[1] == {c.case_id for c in cases[:2]}
+    final = torch.load(tmp_path / "models" / "checkpoint_final.pt", weights_only=True)
+    assert final["trainer"]["iteration"] == 2
 
 
 def _flatten(tree, prefix: str = "") -> dict[str, float]:

@@ -208,3 +208,41 @@ def test_learned_numbering_needs_fdi_types(trained, cbct_dataset, tmp_path):
     while chain[-1].__cause__ is not None:
         chain.append(chain[-1].__cause__)
     assert any("tooth_types='fdi'" in str(e) for e in chain), chain
+
+
+def test_training_on_label_volumes_as_monai_label_hands_them(cbct_dataset, tmp_path):
+    """MONAI Label overrides ``train#dataset#data`` / ``validate#dataset#data`` with ``{image, label}`` pairs of whole
+    volumes in ToothFairy2 ids (no dataset.json, no prepared dataset): the same train.json slices them on the fly."""
+    import torch
+
+    from coseg.dental.volume_slices import VolumeSliceDataset, VolumeSliceSampler
+    from coseg.dental.volumes import find_toothfairy2_cases
+
+    pairs = [{"image": str(c.image), "label": str(c.label)} for c in find_toothfairy2_cases(cbct_dataset / "raw")]
+    overrides = _model(
+        dataset_dir=str(tmp_path / "no_prepared_dataset"),
+        ckpt_dir=str(tmp_path / "models"),
+        output_dir=str(tmp_path / "eval"),
+        epochs=1,
+        epoch_length=2,
+        batch_size=4,
+        val_interval=1,
+        num_workers=0,
+        **{"train#dataset#data": pairs[:2], "validate#dataset#data": pairs[2:3]},
+    )
+    wf = _workflow(["train.json"], "train", **overrides)
+    assert wf.check_properties() == []
+    dataset = wf.parser.get_parsed_content("train#dataset")
+    assert isinstance(dataset, VolumeSliceDataset) and isinstance(
+        wf.parser.get_parsed_content("train#dataloader").sampler, VolumeSliceSampler
+    )
+    # axial slices of the 16x64x64 phantoms: every one holds a region or a tooth
+    assert len(dataset) == 32 and len(wf.parser.get_parsed_content("validate#dataset")) == 16
+    assert len(wf.parser.get_parsed_content("train#dataloader")) == 8  # an epoch: every slice once (2 kept here)
+    wf.run()
+    wf.finalize()
+    final = torch.load(tmp_path / "models" / "checkpoint_final.pt", weights_only=True)
+    assert final["trainer"]["iteration"] == 2
+    assert (tmp_path / "models" / "model.pt").is_file()  # best metric on the validation volume's slices
+    history = json.loads((tmp_path / "eval" / "validation_history.json").read_text(encoding="utf-8"))
+    assert history

@@ -79,6 +79,9 @@ def test_postprocess_transform_writes_maps_and_the_class_map():
     s, i, t = decode_class_map(np.asarray(res[DataKeys.PRED][0]), 3, 3)
     assert set(np.unique(s)) == {1, 2} and set(np.unique(t)) <= {0, 1, 2}
     assert abs(int(i.max()) - len(res[PredKeys.INSTANCES])) <= 1
+    # the settings come as one object (the config's @watershed), never as loose keyword arguments
+    with pytest.raises(TypeError, match="WatershedParams"):
+        CoSegPostProcessd(num_sem_classes=3, watershed={"sobel_kernel_size": 21})
 
 
 def test_instances_typed_background_do_not_break_the_class_map():

@@ -15,11 +15,14 @@ from coseg.histo.geojson import (
     load_features,
     mask_to_polygons,
     polygon_mask,
+    polygons_geometry,
+    qupath_feature,
     rasterize_instances,
     rasterize_regions,
     regions_to_features,
     write_geojson,
 )
+from coseg.visualize import REGION_COLOURS, TYPE_COLOURS
 
 
 def box(x0, y0, x1, y1):
@@ -256,5 +259,96 @@ def test_regions_to_features_round_trip_and_errors():
         regions_to_features(sem, ["background"])
     with pytest.raises(ValueError, match="differs"):
         instances_to_features(sem, type_map=sem[:3])
-    with pytest.raises(TypeError):
-        write_geojson("unused.geojson", [1])
+
+
+def test_instances_to_features_add_properties_per_id_and_leave_type_zero_unclassified():
+    inst = np.zeros((12, 16), np.int32)
+    inst[2:5, 3:8] = 1
+    inst[0, 15] = 2  # a single pixel is a polygon too
+    inst[8:10, 0:2] = 3
+    types = np.where(inst == 3, 0, 2)
+    feats = instances_to_features(
+        inst,
+        type_map=types,
+        type_names=["background", "other", "tumour"],
+        properties={1: {"id": 1, "area_px": 15}, 2: {"id": 2, "area_px": 1}},
+    )
+    assert [f["properties"] for f in feats] == [
+        {
+            "objectType": "detection",
+            "classification": {"name": "tumour", "color": list(TYPE_COLOURS[2])},
+            "id": 1,
+            "area_px": 15,
+        },
+        {
+            "objectType": "detection",
+            "classification": {"name": "tumour", "color": list(TYPE_COLOURS[2])},
+            "id": 2,
+            "area_px": 1,
+        },
+        {"objectType": "detection"},  # type 0 (all pixels voted background): unclassified, no extra properties
+    ]
+    # one pixel: a diamond through the midpoints of its edges (corners cut), closed
+    assert feats[1]["geometry"]["coordinates"] == [[[15.0, 0.5], [15.5, 0.0], [16.0, 0.5], [15.5, 1.0], [15.0, 0.5]]]
+    with pytest.raises(ValueError, match="no name for type 2"):
+        instances_to_features(inst, type_map=types, type_names={1: "other"})
+
+
+def test_qupath_feature_maps_coordinates_and_names_classes_in_the_overlay_colours():
+    square = [[np.array([[2.0, 3.0], [5.0, 3.0], [5.0, 7.0], [2.0, 7.0]])]]
+    feature = qupath_feature(
+        square, class_name="TIL", class_index=2, properties={"id": 4}, scale=(2.0, 2.0), offset=(10.0, 100.0)
+    )
+    assert feature["properties"] == {
+        "objectType": "detection",
+        "classification": {"name": "TIL", "color": list(TYPE_COLOURS[2])},
+        "id": 4,
+    }
+    # X = (x + ox) * sx, Y = (y + oy) * sy, rings closed
+    ring = feature["geometry"]["coordinates"][0]
+    assert ring[:2] == [[204.0, 26.0], [210.0, 26.0]] and ring[-1] == ring[0]
+    # the mapped polygon covers the scaled pixels exactly
+    level0 = qupath_feature(square, scale=(2.0, 2.0))
+    mask = polygon_mask(feature_polygons(level0), (40, 40))
+    assert mask.sum() == (3 * 2) * (4 * 2) and mask[6:14, 4:10].all()
+    region = qupath_feature(square, object_type="annotation", class_name="stroma", class_index=9)
+    assert region["properties"]["classification"]["color"] == list(REGION_COLOURS[9 % len(REGION_COLOURS)])
+    assert "classification" not in qupath_feature(square)["properties"]
+    two = [[np.array([[0.0, 0.0], [2.0, 0.0], [2.0, 2.0]])], [np.array([[5.0, 5.0], [6.0, 5.0], [6.0, 6.0]])]]
+    geometry = polygons_geometry(two, scale=(3.0, 3.0), decimals=1)
+    assert geometry["type"] == "MultiPolygon" and geometry["coordinates"][1][0][0] == [15.0, 15.0]
+    assert polygons_geometry([[np.array([[0.5, 0.25], [1, 0], [1, 1]])]], scale=(1 / 3, 1 / 3), decimals=2)[
+        "coordinates"
+    ][0][0] == [0.17, 0.08]
+    with pytest.raises(ValueError, match="object_type"):
+        qupath_feature(square, object_type="nucleus")
+    with pytest.raises(ValueError, match="classification"):
+        qupath_feature(square, properties={"classification": {"name": "x"}})
+
+
+def test_write_geojson_streams_and_leaves_nothing_behind_on_errors(tmp_path):
+    path = tmp_path / "f.geojson"
+    square = [[np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])]]
+    made = []
+
+    def features():  # a generator: written as it yields, never held as a list
+        for k in range(3):
+            made.append(k)
+            yield qupath_feature(square, properties={"id": k})
+
+    assert write_geojson(path, features()) == 3 and made == [0, 1, 2]
+    assert [f["properties"]["id"] for f in load_features(path)] == [0, 1, 2]
+    assert json.loads(path.read_text(encoding="utf-8"))["type"] == "FeatureCollection"
+    assert write_geojson(tmp_path / "empty.geojson", []) == 0 and load_features(tmp_path / "empty.geojson") == []
+    before = path.read_bytes()
+
+    def broken():
+        yield qupath_feature(square)
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        write_geojson(path, broken())
+    with pytest.raises(TypeError, match="feature 1"):
+        write_geojson(path, [qupath_feature(square), 1])
+    assert path.read_bytes() == before  # the earlier file is kept, nothing half-written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.geojson", "f.geojson"]

@@ -142,7 +142,6 @@ def test_empty_prediction_gives_empty_outputs():
     assert result.type_map.shape == (32, 48) and result.type_map.max() == 0
     assert len(result.table) == 0 and result.table.to_records() == []
     assert result.table.centroids.shape == (0, 2) and result.table.bboxes.shape == (0, 4)
-    assert result.table.to_geojson() == {"type": "FeatureCollection", "features": []}
 
 
 def test_type_majority_vote_hand_case():
@@ -190,31 +189,6 @@ def test_table_fields_hand_case():
         "area": 15,
         "contour": table.contours[0].tolist(),
     }
-
-
-def test_geojson_closes_rings_and_names_types():
-    inst = np.zeros((12, 16), np.int32)
-    inst[2:5, 3:8] = 1
-    inst[0, 15] = 2  # single pixel: no polygon
-    types = (inst > 0).astype(np.int32) * 2
-    table, _ = instance_table(inst, types, num_types=3)
-    collection = table.to_geojson(type_names=["background", "other", "tumour"])
-    assert len(collection["features"]) == 1
-    feature = collection["features"][0]
-    ring = feature["geometry"]["coordinates"][0]
-    assert ring[0] == ring[-1] and len(ring) == 5
-    assert feature["properties"] == {
-        "id": 1,
-        "type": 2,
-        "type_prob": 1.0,
-        "area": 15,
-        "classification": {"name": "tumour"},
-    }
-    with pytest.raises(ValueError, match="no name for type 2"):
-        table.to_geojson(type_names={1: "other"})
-    table_no_contours, _ = instance_table(inst, with_contours=False)
-    with pytest.raises(ValueError, match="no contours"):
-        table_no_contours.to_geojson()
 
 
 def test_instance_table_bad_inputs():
@@ -329,8 +303,13 @@ def test_scaled_params_rule():
         1,
         1,
     )
-    assert params_for_resolution(magnification=20) == half == params_for_resolution(mpp=0.5)
-    assert params_for_resolution(mpp=0.25) == base
+    # the scaled settings record the pixel size they are for; scaled() alone (other object sizes) keeps it
+    assert half.mpp is None and base.scaled(2.0).mpp is None
+    half_at_20x = dataclasses.replace(half, mpp=0.5)
+    assert params_for_resolution(magnification=20) == half_at_20x == params_for_resolution(mpp=0.5)
+    assert params_for_resolution(mpp=0.25) == dataclasses.replace(base, mpp=0.25)
+    assert params_for_resolution(magnification=30).mpp == pytest.approx(1 / 3)
+    assert params_for_resolution(magnification=20).scaled(4.0).mpp == 0.5
     custom = WatershedParams(sobel_kernel_size=15, keep_unmarked=True)
     assert params_for_resolution(magnification=20, base=custom) == WatershedParams(
         sobel_kernel_size=7,
@@ -339,7 +318,12 @@ def test_scaled_params_rule():
         min_object_size=3,
         min_marker_size=3,
         keep_unmarked=True,
+        mpp=0.5,
     )
+    # a base at the reference pixel size is accepted, one at another pixel size is not (it would be scaled twice)
+    assert params_for_resolution(mpp=0.5, base=params_for_resolution(mpp=0.25)) == params_for_resolution(mpp=0.5)
+    with pytest.raises(ValueError, match="reference resolution"):
+        params_for_resolution(mpp=0.25, base=params_for_resolution(magnification=20))
 
 
 def test_scaled_params_recover_small_objects(pq):
@@ -428,6 +412,9 @@ def test_gland_settings_recover_real_glands(shared_dir, pq):
         ({"marker_opening_size": 0}, "marker_opening_size"),
         ({"watershed_connectivity": 3}, "watershed_connectivity"),
         ({"keep_unmarked": 1}, "keep_unmarked"),
+        ({"mpp": 0.0}, "mpp"),
+        ({"mpp": float("inf")}, "mpp"),
+        ({"mpp": True}, "mpp"),
     ],
 )
 def test_bad_params(kwargs, match):

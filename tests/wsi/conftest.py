@@ -3,6 +3,7 @@ whose outputs are exact nuclei maps, and inferers built around them."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -10,7 +11,6 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from monai.transforms import Compose
 from PIL import Image
 from torch import nn
 
@@ -18,8 +18,7 @@ from coseg.constants import PIXEL_MEAN, PIXEL_STD
 from coseg.inferers import CoSegSlidingWindowInferer
 from coseg.keys import OutputKeys
 from coseg.losses import compute_hv_maps
-from coseg.postprocess.transforms import CoSegPostProcessd
-from coseg.transforms import FlattenEngineOutputd
+from coseg.postprocess import WatershedParams, params_for_resolution
 
 SEM_CLASSES = {0: "background", 1: "tissue"}
 INST_TYPES = {0: "background", 1: "nucleus"}
@@ -134,15 +133,9 @@ def micro_inferer(batch: int = 16) -> CoSegSlidingWindowInferer:
     return CoSegSlidingWindowInferer(roi_size=(64, 64), sw_batch_size=batch, overlap=0.25, mode="gaussian")
 
 
-def postprocessing(**watershed) -> Compose:
-    from coseg.postprocess import params_for_resolution
-
-    params = params_for_resolution(magnification=40)
-    if watershed:
-        import dataclasses
-
-        params = dataclasses.replace(params, **watershed)
-    return Compose([FlattenEngineOutputd(), CoSegPostProcessd(num_sem_classes=2, watershed=params)])
+def watershed(**changes) -> WatershedParams:
+    """The bundle's watershed settings for a model trained at 40x (0.25 um/px), with ``changes``."""
+    return dataclasses.replace(params_for_resolution(magnification=40), **changes)
 
 
 class PointwiseNet(nn.Module):

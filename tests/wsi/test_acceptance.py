@@ -4,8 +4,6 @@ and whole-image inference (the bundle's path: ``CoSegSlidingWindowInferer`` over
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import tifffile
@@ -14,11 +12,11 @@ from PIL import Image
 
 from coseg.histo.geojson import load_features
 from coseg.metrics.instance import panoptic_quality
-from coseg.postprocess import params_for_resolution, postprocess_outputs
+from coseg.postprocess import postprocess_outputs
 from coseg.transforms import SAM2Normalized
-from coseg.wsi import WholeSlideInferer
+from coseg.wsi import OutputSettings, TileSettings, WholeSlideInferer
 
-from .conftest import INST_TYPES, SEM_CLASSES, consep_mosaic, micro_inferer, micro_network, postprocessing
+from .conftest import INST_TYPES, SEM_CLASSES, consep_mosaic, micro_inferer, micro_network, watershed
 from .test_merge import cut_objects
 
 TILE = 320  # tile borders every 320 px: through the CoNSeP tiles (256 px), not along their seams
@@ -40,7 +38,7 @@ def test_tiled_and_whole_image_inference_agree_on_real_tissue(
     path = tmp_path / "mosaic.png"
     Image.fromarray(mosaic).save(path)
     network = micro_network(trained_micro if hv_head == "zeroed" else trained_micro.with_name("model_hv.pt"))
-    params = dataclasses.replace(params_for_resolution(magnification=40), normalisation=normalisation)
+    params = watershed(normalisation=normalisation)
 
     # the whole-image path of inference.json
     image = torch.from_numpy(mosaic).permute(2, 0, 1).contiguous().float()
@@ -56,11 +54,9 @@ def test_tiled_and_whole_image_inference_agree_on_real_tissue(
         sem_classes=SEM_CLASSES,
         inst_types=INST_TYPES,
         output_dir=tmp_path / "out",
-        postprocessing=postprocessing(normalisation=normalisation),
-        magnification=40,
-        tile_size=TILE,
-        output_tile=64,
-        tissue_detection=False,
+        watershed=params,
+        tiling=TileSettings(tile_size=TILE, tissue_detection=False),
+        outputs=OutputSettings(output_tile=64),
         progress=False,
     )(path)[0]
     tiled = tifffile.imread(result.outputs["inst"]).astype(np.int64)

@@ -74,8 +74,8 @@ def test_inference_json_runs_both_paths(inputs, checkpoint, tmp_path):
         "sem_min_size": 4,
         "num_workers": 0,
         "wsi_min_pixels": 100 * 100,
-        "wsi_inferer#tile_size": 128,
-        "wsi_inferer#output_tile": 64,
+        "wsi_inferer#tiling#tile_size": 128,
+        "wsi_inferer#outputs#output_tile": 64,
         "wsi_inferer#progress": False,
     }
     with warnings.catch_warnings():
@@ -118,7 +118,7 @@ def test_command_line_and_torchrun_agree(inputs, checkpoint, tmp_path):
         "--config-override",
         "model_preset=micro",
         "patch_size=64",
-        "wsi_inferer#output_tile=64",
+        "wsi_inferer#outputs#output_tile=64",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     single = subprocess.run(

@@ -10,15 +10,8 @@ from skimage.draw import ellipse
 from coseg.keys import OutputKeys
 from coseg.postprocess import hv_watershed, params_for_resolution
 from coseg.postprocess.synthetic import perfect_outputs, random_ellipse_instances
-from coseg.wsi.merge import (
-    _border_pairs,
-    load_record,
-    merge_tiles,
-    process_tile,
-    reduce_outputs,
-    save_record,
-    vote_types,
-)
+from coseg.wsi.merge import _border_pairs, merge_tiles, process_tile, reduce_outputs, vote_types
+from coseg.wsi.parts import load_record, save_record
 from coseg.wsi.tiling import TilePlan
 
 WATERSHED = params_for_resolution(magnification=40)

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import csv
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,12 +19,13 @@ from scipy import ndimage
 from coseg.histo.geojson import load_features
 from coseg.postprocess import hv_watershed, params_for_resolution
 from coseg.postprocess.synthetic import random_ellipse_instances
-from coseg.wsi import WholeSlideInferer
+from coseg.wsi import WholeSlideInferer, group_options
 
-from .conftest import INST_TYPES, SEM_CLASSES, PointwiseNet, encode_nuclei, micro_inferer, postprocessing, write_pyramid
+from .conftest import INST_TYPES, SEM_CLASSES, PointwiseNet, encode_nuclei, micro_inferer, watershed, write_pyramid
 from .test_merge import _same_partition
 
 LEVEL0 = (720, 880)
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -46,20 +53,19 @@ def slide(tmp_path_factory, nuclei) -> tuple:
 
 
 def _inferer(output_dir, **kwargs) -> WholeSlideInferer:
+    """The inferer with small tiles; ``kwargs`` flat, as ``python -m coseg.wsi`` gives them (sorted into the
+    reading / tiling / outputs settings by :func:`coseg.wsi.group_options`)."""
+    options = group_options({"tile_size": 128, "output_tile": 64, "margin": 24, "workers": 1, **kwargs})
     args = {
         "network": PointwiseNet(),
         "inferer": micro_inferer(batch=8),
         "sem_classes": SEM_CLASSES,
         "inst_types": INST_TYPES,
         "output_dir": output_dir,
-        "postprocessing": postprocessing(),
-        "magnification": 40,
-        "tile_size": 128,
-        "output_tile": 64,
-        "margin": 24,
-        "workers": 1,
+        "watershed": watershed(),
         "progress": False,
-        **kwargs,
+        **options.pop("other"),
+        **options,
     }
     return WholeSlideInferer(**args)
 
@@ -130,6 +136,73 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, slide):
     assert again.complete and again.tiles_done_now == 0
     # regions smaller than region_min_um2 (here: the nuclei, the only tissue class) are not outlined
     assert not [f for f in load_features(again.outputs["geojson"]) if f["properties"]["objectType"] == "annotation"]
+
+
+_KILLED_RUN = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from tests.wsi.test_run import _inferer
+
+target = sys.argv[4]
+rename = os.replace
+
+
+def replace(src, dst):  # SIGKILL just before the target is renamed into place: its temporary stays behind
+    if os.path.basename(dst) == target:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return rename(src, dst)
+
+
+os.replace = replace
+_inferer(sys.argv[3], level=1, keep_parts=True)(sys.argv[2])
+"""
+
+
+def _killed_run(slide_path, output_dir, target: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    args = [sys.executable, "-c", _KILLED_RUN, str(REPO), str(slide_path), str(output_dir), target]
+    res = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == -signal.SIGKILL, res.stdout[-2000:] + res.stderr[-3000:]
+
+
+def _temporaries(folder) -> list[str]:
+    """Everything named like a coseg.io temporary (``.<file>.<hex>.tmp<suffix>`` or ``.<file>.<tag>-<hex>``)."""
+    pattern = r"\..+\.[0-9a-f]{8}\.tmp.*|\..+\.[a-z]+-[0-9a-f]{8}"
+    return sorted(p.name for p in folder.iterdir() if re.fullmatch(pattern, p.name))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_killed_runs_leave_no_temporaries_after_the_restart(tmp_path, slide):
+    """Issue 13: a run killed while writing a tile record, then one killed while writing the label TIFFs, leave
+    temporaries; the next run removes its own (and nothing else) and writes the same bytes as an uninterrupted run."""
+    path, _ = slide
+    out = tmp_path / "out"
+    out.mkdir()
+    foreign = [out / ".other_inst.tif.0123abcd.tmp.tif", out / "notes.txt"]  # another input's temporary, a user file
+    for f in foreign:
+        f.write_text("not ours", encoding="utf-8")
+    _killed_run(path, out, "tile_1_2.npz")
+    parts = out / ".slide.parts"
+    assert [n for n in _temporaries(parts) if n.startswith(".tile_1_2.npz.")], "the killed record left no temporary"
+    _killed_run(path, out, "slide_inst.tif")
+    left = _temporaries(out)
+    assert any(n.startswith(".slide_inst.tif.") and n.endswith(".tmp.tif") for n in left), left
+    assert any(n.startswith(".slide_inst.tif.spool-") for n in left), left  # the TIFF's spooled levels
+    assert (out / "slide.geojson").is_file() and not (out / "slide_summary.json").exists()
+
+    resumed = _inferer(out, level=1, keep_parts=True)(path)[0]
+    assert resumed.complete
+    assert _temporaries(out) == [foreign[0].name] and _temporaries(parts) == []
+    assert all(f.read_text(encoding="utf-8") == "not ours" for f in foreign)
+    assert sorted(p.name for p in parts.iterdir()) == ["plan.json", *sorted(p.name for p in parts.glob("tile_*.npz"))]
+    fresh = _inferer(tmp_path / "fresh", level=1)(path)[0]
+    for kind in ("inst", "type", "sem", "geojson", "instances", "overlay"):
+        a, b = Path(resumed.outputs[kind]).read_bytes(), Path(fresh.outputs[kind]).read_bytes()
+        assert a == b, f"{kind} differs between the resumed and an uninterrupted run"
+    drop = {"timing", "outputs"}
+    assert {k: v for k, v in resumed.summary.items() if k not in drop} == {
+        k: v for k, v in fresh.summary.items() if k not in drop
+    }
 
 
 def test_other_settings_are_refused_unless_overwritten(tmp_path, slide):

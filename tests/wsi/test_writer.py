@@ -1,15 +1,12 @@
-"""Pyramidal label TIFFs written band by band, streamed GeoJSON, level-0 geometry, overlays."""
+"""Pyramidal label TIFFs written band by band, region outlines, overlays (GeoJSON: tests/histo/test_geojson.py)."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
 import tifffile
 
-from coseg.histo.geojson import feature_polygons, load_features, polygon_mask
-from coseg.wsi.writer import draw_overlay, feature_writer, polygons_geometry, pyramid_shapes, write_label_pyramid
+from coseg.wsi.writer import draw_overlay, pyramid_shapes, write_label_pyramid
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint32])
@@ -45,33 +42,7 @@ def test_label_pyramid_rejects_wrong_bands(tmp_path):
     assert pyramid_shapes(100, 3000, min_size=1024) == [(100, 3000), (50, 1500), (25, 750)]
 
 
-def test_features_stream_into_valid_geojson(tmp_path):
-    path = tmp_path / "f.geojson"
-    square = [[np.array([[2.0, 3.0], [5.0, 3.0], [5.0, 7.0], [2.0, 7.0]])]]
-    with feature_writer(path) as add:
-        for k in range(3):
-            geometry = polygons_geometry(square, scale=(2.0, 2.0), offset=(10.0, 100.0 * k))
-            add({"type": "Feature", "geometry": geometry, "properties": {"id": k}})
-    features = load_features(path)
-    assert [f["properties"]["id"] for f in features] == [0, 1, 2]
-    # X = (x + ox) * sx, Y = (y + oy) * sy, rings closed
-    assert features[1]["geometry"]["coordinates"][0][:2] == [[204.0, 26.0], [210.0, 26.0]]
-    assert features[1]["geometry"]["coordinates"][0][-1] == features[1]["geometry"]["coordinates"][0][0]
-    # the level-0 polygon covers the scaled pixels exactly
-    mask = polygon_mask(feature_polygons(features[0]), (40, 40))
-    assert mask.sum() == (3 * 2) * (4 * 2) and mask[26:34, 4:10].all()
-    with pytest.raises(RuntimeError):
-        with feature_writer(tmp_path / "broken.geojson") as add:
-            add({"type": "Feature", "geometry": None, "properties": {}})
-            raise RuntimeError("interrupted")
-    assert not (tmp_path / "broken.geojson").exists()
-    json.loads(path.read_text(encoding="utf-8"))
-
-
-def test_multipolygons_and_overlay():
-    two = [[np.array([[0.0, 0.0], [2.0, 0.0], [2.0, 2.0]])], [np.array([[5.0, 5.0], [6.0, 5.0], [6.0, 6.0]])]]
-    geometry = polygons_geometry(two, scale=(1.0, 1.0), offset=(0.0, 0.0))
-    assert geometry["type"] == "MultiPolygon" and len(geometry["coordinates"]) == 2
+def test_overlay():
     thumb = np.full((20, 30, 3), 200, np.uint8)
     sem = np.zeros((10, 15), np.uint8)
     sem[:, 5:] = 1

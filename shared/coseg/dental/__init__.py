@@ -1,7 +1,7 @@
 """Dental CBCT (ToothFairy2): label schemes and volume reading, slicing geometry, 3D tooth linking, FDI
-numbering (learned or positional), reassembly of slice predictions, outputs, synthetic phantoms, training transforms
-(tooth type schemes, side-swapping flips), volume inference and its report (the paper's Tables 2, 4, 6 and the
-ToothFairy2 challenge's per-tooth scores).
+numbering (learned or positional), reassembly of slice predictions, outputs, synthetic phantoms, training slices cut
+from label volumes on the fly, training transforms (tooth type schemes, side-swapping flips), volume inference and
+its report (the paper's Tables 2, 4, 6 and the ToothFairy2 challenge's per-tooth scores).
 
 Converter: ``python -m coseg.dental.prepare`` (ToothFairy2 volumes to 2D slices).
 """
@@ -29,6 +29,7 @@ _EXPORTS = {
     "RandLeftRightFlipd": "coseg.dental.transforms",
     "SEMANTIC_CLASSES": "coseg.dental.labels",
     "SLICE_AXES": "coseg.dental.geometry",
+    "SLICE_LABEL_KEYS": "coseg.dental.volume_slices",
     "SliceGeometry": "coseg.dental.geometry",
     "TOOTHFAIRY2_LABELS": "coseg.dental.labels",
     "TOOTHFAIRY2_REGION_IDS": "coseg.dental.labels",
@@ -38,16 +39,20 @@ _EXPORTS = {
     "UNNUMBERED_TOOTH_BASE": "coseg.dental.fdi",
     "VOLUME_SUFFIXES": "coseg.dental.volumes",
     "Volume": "coseg.dental.volumes",
+    "VolumeSliceDataset": "coseg.dental.volume_slices",
     "VolumeSliceInferer": "coseg.dental.inference",
+    "VolumeSliceSampler": "coseg.dental.volume_slices",
     "apply_window": "coseg.dental.geometry",
     "assemble_dental_prediction": "coseg.dental.assemble",
     "assign_fdi_numbers": "coseg.dental.assemble",
     "build_label_map": "coseg.dental.labels",
     "cbct_cases": "coseg.dental.inference",
     "cbct_datalist": "coseg.dental.inference",
+    "cbct_slice_dataset": "coseg.dental.volume_slices",
     "check_tooth_types": "coseg.dental.transforms",
     "check_volume_pair": "coseg.dental.volumes",
     "combined_toothfairy2": "coseg.dental.assemble",
+    "datalist_source": "coseg.dental.volume_slices",
     "dataset_tooth_types": "coseg.dental.transforms",
     "fdi_class_lut": "coseg.dental.labels",
     "fdi_class_stats": "coseg.dental.report",
@@ -72,6 +77,7 @@ _EXPORTS = {
     "read_volume": "coseg.dental.volumes",
     "render_montage": "coseg.dental.outputs",
     "slice_geometry": "coseg.dental.geometry",
+    "slice_sampler": "coseg.dental.volume_slices",
     "slices_to_volume": "coseg.dental.geometry",
     "structure_summary": "coseg.dental.assemble",
     "summarize_fdi": "coseg.dental.report",

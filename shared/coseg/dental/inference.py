@@ -25,7 +25,7 @@ from coseg.dental.volumes import VOLUME_SUFFIXES
 from coseg.errors import InputFileError
 from coseg.inferers import FULL_RESOLUTION_OUTPUTS
 from coseg.io import source_name
-from coseg.postprocess import WatershedParams, postprocess_outputs, watershed_settings
+from coseg.postprocess import WatershedParams, postprocess_outputs
 
 __all__ = [
     "cbct_datalist",
@@ -203,10 +203,8 @@ class VolumeSliceInferer(Inferer):
         channels: ``"repeat"`` or ``"adjacent"`` (as for training).
         batch_size: slices per network call.
         num_sem_classes: semantic classes incl. background (4: lower jawbone, upper jawbone, pharynx).
-        magnification: scales the watershed settings (see :func:`coseg.postprocess.params_for_resolution`).
-        object_scale, keep_unmarked, normalisation: object size, marker handling and context-free scaling
-            (:func:`coseg.postprocess.watershed_settings`).
-        watershed: explicit watershed settings (overrides the four above).
+        watershed: the watershed settings of the tooth instances (the bundle config's ``watershed`` item,
+            :func:`coseg.postprocess.watershed_settings`); default ``WatershedParams()``, HoVer-Net's 40x settings.
         sem_min_size: semantic regions smaller than this (pixels per slice) are absorbed by their neighbours.
         min_overlap, max_gap, merge_young, min_tooth_voxels: 3D tooth linking (see
             :func:`coseg.dental.link3d.link_instances_3d`).
@@ -216,6 +214,7 @@ class VolumeSliceInferer(Inferer):
             ``"jaw"``.
 
     Raises:
+        TypeError: ``watershed`` is not a :class:`~coseg.postprocess.WatershedParams`.
         ValueError: an unknown scheme or numbering, learned numbering of jaw types; (when called) a network whose
             type output does not match ``tooth_types``.
     """
@@ -228,10 +227,6 @@ class VolumeSliceInferer(Inferer):
         window: Sequence[float] = (-1000.0, 4000.0),
         channels: str = "repeat",
         batch_size: int = 8,
-        magnification: float | None = 40,
-        object_scale: float = 1.0,
-        keep_unmarked: bool = False,
-        normalisation: str = "image",
         watershed: WatershedParams | None = None,
         sem_min_size: int = 16,
         min_overlap: float = 0.3,
@@ -255,12 +250,10 @@ class VolumeSliceInferer(Inferer):
         self.tooth_types, self.numbering = tooth_types, numbering
         self.axis, self.size, self.window, self.channels = axis, int(size), tuple(window), channels
         self.batch_size = int(batch_size)
-        self.watershed = watershed or watershed_settings(
-            magnification=magnification,
-            object_scale=object_scale,
-            keep_unmarked=keep_unmarked,
-            normalisation=normalisation,
-        )
+        watershed = WatershedParams() if watershed is None else watershed
+        if not isinstance(watershed, WatershedParams):
+            raise TypeError(f"watershed must be a WatershedParams, got {type(watershed).__name__}")
+        self.watershed = watershed
         self.sem_min_size = int(sem_min_size)
         self.link = {"min_overlap": min_overlap, "max_gap": max_gap, "merge_young": merge_young}
         self.min_tooth_voxels = int(min_tooth_voxels)

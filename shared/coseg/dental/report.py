@@ -436,6 +436,11 @@ def _num(v: Any, digits: int = 2) -> Any:
     return "–" if v is None or not np.isfinite(float(v)) else round(float(v), digits)
 
 
+def _pct(v: Any) -> Any:
+    p = pct(v)
+    return "–" if p is None else p
+
+
 def _fdi_tables(fdi: Mapping[str, Any], per_case: Sequence[Mapping[str, Any]]) -> list[str]:
     """Markdown of the ToothFairy2-style evaluation: numberings side by side, per FDI class, per case."""
     names = [fdi["numbering"]] + (["heuristic"] if fdi["numbering"] != "heuristic" else [])
@@ -453,7 +458,7 @@ def _fdi_tables(fdi: Mapping[str, Any], per_case: Sequence[Mapping[str, Any]]) -
     for name in names:
         s, ident = fdi[name], fdi[name]["identification"]
         lines.append(
-            f"| {name} | {pct(s['mean_dice'])} | {_num(s['mean_hd95_mm'])} | {pct(ident['accuracy'])} "
+            f"| {name} | {_pct(s['mean_dice'])} | {_num(s['mean_hd95_mm'])} | {_pct(ident['accuracy'])} "
             f"| {ident['matched']} / {ident['gt_teeth']} | {ident['left_right_swaps']} | {ident['upper_lower_swaps']} "
             f"| {ident['unnumbered']} |"
         )
@@ -464,7 +469,7 @@ def _fdi_tables(fdi: Mapping[str, Any], per_case: Sequence[Mapping[str, Any]]) -
         cells = []
         for name in names:
             c = fdi[name]["per_class"][tooth]
-            cells += [str(pct(c["dice"]) if c["dice"] is not None else "–"), str(_num(c["hd95_mm"]))]
+            cells += [str(_pct(c["dice"])), str(_num(c["hd95_mm"]))]
         lines.append(f"| {tooth} | " + " | ".join(cells) + " |")
     lines += ["", "Per case:", ""]
     header = "| case | Dice lower jawbone | Dice upper jawbone | Dice pharynx | " + " | ".join(
@@ -472,10 +477,10 @@ def _fdi_tables(fdi: Mapping[str, Any], per_case: Sequence[Mapping[str, Any]]) -
     )
     lines += [header + " |", "|---|---|---|---|" + "---|---|---|" * len(names)]
     for row in per_case:
-        cells = [pct(row[f"dice_{n.replace(' ', '_')}"]) for n in _REGION_NAMES.values()]
+        cells = [_pct(row[f"dice_{n.replace(' ', '_')}"]) for n in _REGION_NAMES.values()]
         for name in names:
             r = row[name]
-            identified = f"{pct(r['accuracy'])} ({r['correct']}/{r['matched']})"
+            identified = f"{_pct(r['accuracy'])} ({r['correct']}/{r['matched']})"
             cells += [identified, r["left_right_swaps"], r["upper_lower_swaps"]]
         lines.append(f"| {row['case']} | " + " | ".join(str(c) for c in cells) + " |")
     return lines

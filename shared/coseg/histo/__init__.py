@@ -46,6 +46,8 @@ _EXPORTS = {
     "mask_to_polygons": "coseg.histo.geojson",
     "normalize_class_name": "coseg.histo.formats",
     "polygon_mask": "coseg.histo.geojson",
+    "polygons_geometry": "coseg.histo.geojson",
+    "qupath_feature": "coseg.histo.geojson",
     "rasterize_instances": "coseg.histo.geojson",
     "rasterize_regions": "coseg.histo.geojson",
     "regions_to_features": "coseg.histo.geojson",

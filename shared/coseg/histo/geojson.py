@@ -20,13 +20,18 @@ when the map is later reduced to a binary mask and re-split by connected compone
 no pixel (smaller than a pixel, outside the image, or covered by smaller ones) are dropped; ids are
 contiguous ``1..n`` in input order of the objects that remain.
 
-Writing (:func:`instances_to_features`, :func:`regions_to_features`, :func:`write_geojson`): outlines are
-traced with marching squares at level 0.5 (:func:`skimage.measure.find_contours`), so vertices lie on pixel
-edges (cutting pixel corners diagonally) and re-rasterizing the written polygons gives back exactly the same
-pixels. Objects are 4-connected: pixels touching only at a corner become separate parts of a MultiPolygon.
-Features follow QuPath's GeoJSON: ``{"type": "Feature", "geometry": Polygon | MultiPolygon,
-"properties": {"objectType": "detection" | "annotation" | ..., "classification": {"name", "color"}}}``;
-exterior rings wind counter-clockwise in ``(x, y)`` numbers (positive shoelace area), holes clockwise.
+Writing: the package makes QuPath features in ONE place, :func:`qupath_feature` (used by
+:func:`instances_to_features` and :func:`regions_to_features` here, by the per-image inference outputs of
+:mod:`coseg.histo.inference` and by whole-slide inference, :mod:`coseg.wsi`), and writes them with ONE writer,
+:func:`write_geojson`, which streams: features are written as an iterable yields them, so a generator writes a
+whole slide's nuclei without holding them in memory. Outlines are traced with marching squares at level 0.5
+(:func:`mask_to_polygons`, :func:`skimage.measure.find_contours`), so vertices lie on pixel edges (cutting pixel
+corners diagonally) and re-rasterizing the written polygons gives back exactly the same pixels. Objects are
+4-connected: pixels touching only at a corner become separate parts of a MultiPolygon. Features follow QuPath's
+GeoJSON: ``{"type": "Feature", "geometry": Polygon | MultiPolygon, "properties": {"objectType": "detection" |
+"annotation" | ..., "classification": {"name", "color"}, ...}}``; exterior rings wind counter-clockwise in
+``(x, y)`` numbers (positive shoelace area), holes clockwise. Class colours are those of the overlays
+(:data:`coseg.visualize.REGION_COLOURS` for annotations, :data:`coseg.visualize.TYPE_COLOURS` for the others).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +49,7 @@ from skimage.measure import find_contours
 
 from coseg.errors import InputFileError
 from coseg.io import atomic_write_path
+from coseg.visualize import REGION_COLOURS, TYPE_COLOURS
 
 __all__ = [
     "load_features",
@@ -53,6 +59,9 @@ __all__ = [
     "rasterize_regions",
     "rasterize_instances",
     "mask_to_polygons",
+    "polygons_geometry",
+    "class_colour",
+    "qupath_feature",
     "instances_to_features",
     "regions_to_features",
     "write_geojson",
@@ -486,34 +495,93 @@ def mask_to_polygons(mask: np.ndarray, *, offset: tuple[float, float] = (0.0, 0.
     return polygons
 
 
-def _geometry(polygons: Sequence[Polygon]) -> dict[str, Any]:
-    def closed(ring: np.ndarray) -> list[list[float]]:
-        pts = ring.tolist()
+def polygons_geometry(
+    polygons: Sequence[Polygon],
+    *,
+    scale: tuple[float, float] = (1.0, 1.0),
+    offset: tuple[float, float] = (0.0, 0.0),
+    decimals: int | None = None,
+) -> dict[str, Any]:
+    """Polygons as a GeoJSON geometry, mapped by ``X = (x + ox) * sx``, ``Y = (y + oy) * sy``, rings closed.
+
+    Args:
+        polygons: polygons, each ``[exterior, *holes]`` with ``(m, 2)`` ``(x, y)`` rings (not closed).
+        scale: ``(sy, sx)`` output pixels per input pixel (for a slide: level-0 pixels per working pixel).
+        offset: ``(oy, ox)`` added before scaling (for a slide: the region's origin in working pixels).
+        decimals: round the coordinates to this many decimals; ``None``: as computed.
+
+    Returns:
+        a ``Polygon`` geometry for one polygon, else a ``MultiPolygon``.
+    """
+    sy, sx = scale
+    oy, ox = offset
+
+    def ring(r: np.ndarray) -> list[list[float]]:
+        r = np.asarray(r, dtype=np.float64)
+        pts = np.stack([(r[:, 0] + ox) * sx, (r[:, 1] + oy) * sy], axis=1)
+        pts = (pts if decimals is None else np.round(pts, decimals)).tolist()
         return pts + [pts[0]]
 
-    coords = [[closed(r) for r in poly] for poly in polygons]
+    coords = [[ring(r) for r in poly] for poly in polygons]
     if len(coords) == 1:
         return {"type": "Polygon", "coordinates": coords[0]}
     return {"type": "MultiPolygon", "coordinates": coords}
 
 
-def _colour(index: int) -> list[int]:
-    """A deterministic, well-spread RGB colour for class ``index`` (golden-ratio hue steps)."""
-    hue = (index * 0.618033988749895) % 1.0
-    h6 = hue * 6.0
-    k = int(h6)
-    f = h6 - k
-    v, s = 0.9, 0.75
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    rgb = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][k % 6]
-    return [int(round(255 * c)) for c in rgb]
+def class_colour(object_type: str, index: int) -> list[int]:
+    """QuPath's ``classification.color`` of a class: the colour the overlays draw it in (region tints for
+    annotations, nucleus outlines for detections and the other object types).
+
+    Args:
+        object_type: QuPath object type of the feature.
+        index: class index (region class or object type).
+
+    Returns:
+        ``[r, g, b]``.
+    """
+    table = REGION_COLOURS if object_type == "annotation" else TYPE_COLOURS
+    return [int(v) for v in table[int(index) % len(table)]]
 
 
-def _feature(polygons: Sequence[Polygon], object_type: str, name: str | None, index: int) -> dict[str, Any]:
+def qupath_feature(
+    polygons: Sequence[Polygon],
+    *,
+    object_type: str = "detection",
+    class_name: str | None = None,
+    class_index: int = 0,
+    properties: Mapping[str, Any] | None = None,
+    scale: tuple[float, float] = (1.0, 1.0),
+    offset: tuple[float, float] = (0.0, 0.0),
+    decimals: int | None = None,
+) -> dict[str, Any]:
+    """One QuPath feature: the one way the package makes GeoJSON objects (module docstring).
+
+    Args:
+        polygons: the object's polygons (see :func:`polygons_geometry`).
+        object_type: ``properties.objectType`` (:data:`QUPATH_OBJECT_TYPES`).
+        class_name: ``properties.classification.name``; ``None``: unclassified (no ``classification``).
+        class_index: the class's index, for its colour (:func:`class_colour`).
+        properties: more properties, after ``objectType`` and ``classification``.
+        scale, offset, decimals: the coordinate mapping of :func:`polygons_geometry`.
+
+    Returns:
+        ``{"type": "Feature", "geometry": ..., "properties": {"objectType": ..., "classification": ..., ...}}``.
+
+    Raises:
+        ValueError: an unknown ``object_type``, or ``properties`` that would replace ``objectType`` /
+            ``classification``.
+    """
+    _check_object_type(object_type)
     props: dict[str, Any] = {"objectType": object_type}
-    if name is not None:
-        props["classification"] = {"name": name, "color": _colour(index)}
-    return {"type": "Feature", "geometry": _geometry(polygons), "properties": props}
+    if class_name is not None:
+        props["classification"] = {"name": str(class_name), "color": class_colour(object_type, class_index)}
+    if properties:
+        clash = sorted(set(properties) & {"objectType", "classification"})
+        if clash:
+            raise ValueError(f"properties must not set {clash}: give object_type / class_name instead")
+        props.update(properties)
+    geometry = polygons_geometry(polygons, scale=scale, offset=offset, decimals=decimals)
+    return {"type": "Feature", "geometry": geometry, "properties": props}
 
 
 def _check_object_type(object_type: str) -> None:
@@ -527,8 +595,9 @@ def instances_to_features(
     type_map: np.ndarray | None = None,
     type_names: Mapping[int, str] | Sequence[str] | None = None,
     object_type: str = "detection",
+    properties: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One QuPath-compatible feature per object of an instance map.
+    """One QuPath-compatible feature per object of an instance map (:func:`qupath_feature`).
 
     The class of an object is the majority of ``type_map`` over its pixels (type 0 = unclassified: no
     ``classification`` property); it is named through ``type_names``.
@@ -538,6 +607,7 @@ def instances_to_features(
         type_map: optional ``(H, W)`` integer type per pixel.
         type_names: names of the types, ``type_names[t]``; default ``"type_<t>"``.
         object_type: QuPath object type (``"detection"`` for nuclei, ``"annotation"``, ``"cell"``, ...).
+        properties: more properties per instance id (e.g. its id, type probability, area), added to its feature.
 
     Returns:
         Features in increasing id order.
@@ -566,7 +636,10 @@ def instances_to_features(
             t = int(np.argmax(counts))
             if t > 0:
                 name = _type_name(type_names, t)
-        features.append(_feature(polys, object_type, name, t))
+        extra = None if properties is None else properties.get(k)
+        features.append(
+            qupath_feature(polys, object_type=object_type, class_name=name, class_index=t, properties=extra)
+        )
     return features
 
 
@@ -599,7 +672,8 @@ def regions_to_features(
         if c == 0 and not include_background:
             continue
         polys = mask_to_polygons(sem == c)
-        features.append(_feature(polys, object_type, _type_name(class_names, c, prefix="class"), c))
+        name = _type_name(class_names, c, prefix="class")
+        features.append(qupath_feature(polys, object_type=object_type, class_name=name, class_index=c))
     return features
 
 
@@ -625,20 +699,33 @@ def _check_int_map(arr: np.ndarray, name: str) -> np.ndarray:
     return a.astype(np.int64, copy=False)
 
 
-def write_geojson(path: str | os.PathLike, features: Sequence[Mapping[str, Any]]) -> None:
-    """Write features as a GeoJSON ``FeatureCollection`` (atomically: temporary file, then rename).
+def write_geojson(path: str | os.PathLike, features: Iterable[Mapping[str, Any]]) -> int:
+    """Write features as a GeoJSON ``FeatureCollection``: the package's one GeoJSON writer.
+
+    Features are written as ``features`` yields them (one per line), so a generator streams a whole slide's
+    objects with bounded memory. The file appears only when complete: it is written under a temporary name and
+    renamed at the end (:func:`coseg.io.atomic_write_path`); on any error, the generator's included, nothing is
+    left behind and an earlier file of that name is kept.
 
     Args:
         path: output ``.geojson`` file.
-        features: feature dictionaries (e.g. from :func:`instances_to_features`).
+        features: feature dictionaries (from :func:`qupath_feature`, :func:`instances_to_features`, ...), any
+            iterable.
+
+    Returns:
+        the number of features written.
 
     Raises:
         TypeError: a feature is not a mapping.
     """
-    for i, f in enumerate(features):
-        if not isinstance(f, Mapping):
-            raise TypeError(f"feature {i} must be a mapping, got {type(f).__name__}")
-    doc = {"type": "FeatureCollection", "features": list(features)}
-    with atomic_write_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(doc, f, separators=(",", ":"))
+    count = 0
+    with atomic_write_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write('{"type":"FeatureCollection","features":[')
+        for feature in features:
+            if not isinstance(feature, Mapping):
+                raise TypeError(f"feature {count} must be a mapping, got {type(feature).__name__}")
+            f.write(",\n" if count else "\n")
+            f.write(json.dumps(feature, separators=(",", ":")))
+            count += 1
+        f.write("\n]}\n")
+    return count

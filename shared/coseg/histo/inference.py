@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from coseg.histo.geojson import regions_to_features, write_geojson
+from coseg.histo.geojson import instances_to_features, regions_to_features, write_geojson
 from coseg.io import atomic_write_path, source_name, write_label, write_rgb
 from coseg.keys import DataKeys
 from coseg.postprocess import InstanceTable
@@ -53,6 +53,21 @@ def instance_csv(table: InstanceTable, type_names: Mapping[int, str]) -> str:
     return buf.getvalue()
 
 
+def _properties(table: InstanceTable) -> dict[int, dict[str, Any]]:
+    """GeoJSON properties of each instance by id, named as whole-slide inference names them (:mod:`coseg.wsi`):
+    the centroid in QuPath's pixel convention (pixel ``(i, j)`` covers ``[j, j + 1) x [i, i + 1)``)."""
+    return {
+        int(table.ids[i]): {
+            "id": int(table.ids[i]),
+            "type": int(table.types[i]),
+            "type_prob": round(float(table.type_probs[i]), 4),
+            "centroid": [round(float(c) + 0.5, 2) for c in table.centroids[i]],
+            "area_px": int(table.areas[i]),
+        }
+        for i in range(len(table))
+    }
+
+
 def write_histo_outputs(
     output_dir: str | os.PathLike,
     name: str,
@@ -71,7 +86,8 @@ def write_histo_outputs(
     Files: ``<name>_sem.png`` (uint8 region classes), ``<name>_inst.tif`` (uint32 instance ids),
     ``<name>_type.png`` (uint8 object types), ``<name>_pred.png`` (the class map MONAI Label shows),
     ``<name>_instances.csv``, ``<name>.geojson`` (objects as QuPath detections with their type as
-    classification, regions as annotations; level-0 pixel coordinates) and ``<name>_overlay.png``.
+    classification, regions as annotations, pixel-edge outlines, level-0 pixel coordinates;
+    :mod:`coseg.histo.geojson`) and ``<name>_overlay.png``.
     """
     out = os.fspath(output_dir)
     os.makedirs(out, exist_ok=True)
@@ -90,11 +106,11 @@ def write_histo_outputs(
     write_label(paths["pred"], pred)
     with atomic_write_path(paths["instances"]) as tmp:
         tmp.write_text(instance_csv(table, inst_types), encoding="utf-8")
-    objects = table.to_geojson({int(k): v for k, v in inst_types.items()})["features"]
-    for f in objects:
-        f["properties"]["objectType"] = "detection"
     regions = regions_to_features(sem, {int(k): v for k, v in sem_classes.items()}, object_type="annotation")
-    write_geojson(paths["geojson"], regions + objects)
+    nuclei = instances_to_features(
+        inst, type_map=types, type_names={int(k): v for k, v in inst_types.items()}, properties=_properties(table)
+    )
+    write_geojson(paths["geojson"], regions + nuclei)
     write_rgb(paths["overlay"], overlay(rgb, sem, inst, types))
     return paths
 

@@ -34,10 +34,8 @@ GeoJSON order), boxes as ``(x_min, y_min, x_max, y_max)`` with exclusive maxima,
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import numbers
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,8 +57,6 @@ __all__ = [
     "instance_table",
     "instances_from_outputs",
 ]
-
-logger = logging.getLogger(__name__)
 
 REFERENCE_MPP = 0.25
 """Pixel size (micrometres per pixel) the default :class:`WatershedParams` are meant for (40x scans)."""
@@ -107,6 +103,10 @@ class WatershedParams:
             mean PQ is 0.944 fixed against 0.867 per image; with a `tiny` model trained 15 min on CoNSeP, PQ
             against the ground truth on a 2048² mosaic 0.136 against 0.030 (per-image min-max of weak HV maps
             suppresses most markers). The range was chosen on CoNSeP training tiles (40x, Sobel 21).
+        mpp: the pixel size (micrometres per pixel) these settings are meant for, or ``None`` when not stated.
+            Set by :func:`params_for_resolution` / :func:`watershed_settings`; whole-slide inference works at this
+            resolution by default and scales the settings when it works at another (:mod:`coseg.wsi`). The
+            post-processing itself does not read it. :meth:`scaled` keeps it (other object sizes, same pixels).
 
     Raises:
         ValueError: for a value out of range.
@@ -122,6 +122,7 @@ class WatershedParams:
     watershed_connectivity: int = 1
     keep_unmarked: bool = False
     normalisation: str = "image"
+    mpp: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("binary_threshold", "marker_threshold"):
@@ -142,6 +143,13 @@ class WatershedParams:
             raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
         if isinstance(self.watershed_connectivity, bool) or self.watershed_connectivity not in (1, 2):
             raise ValueError(f"watershed_connectivity must be 1 or 2, got {self.watershed_connectivity!r}")
+        if self.mpp is not None and (
+            isinstance(self.mpp, bool)
+            or not isinstance(self.mpp, numbers.Real)
+            or not math.isfinite(self.mpp)
+            or self.mpp <= 0
+        ):
+            raise ValueError(f"mpp must be a positive finite number or None, got {self.mpp!r}")
 
     def scaled(self, scale: float) -> WatershedParams:
         """The same settings for images whose objects are ``scale`` times as large in pixels.
@@ -149,8 +157,9 @@ class WatershedParams:
         Scaling rule: lengths (kernel sizes) are multiplied by ``scale`` and rounded to the nearest odd
         integer (halves up), at least 3 for the Sobel kernel and 1 for the blur and the opening; areas
         (minimum sizes) are multiplied by ``scale ** 2`` and rounded (halves up), at least 1. Thresholds and
-        the connectivity do not change. Example, 40x defaults to 20x (``scale=0.5``): Sobel 21 -> 11,
-        blur 3 -> 1, opening 5 -> 3, minimum sizes 10 -> 3.
+        the connectivity do not change, nor does :attr:`mpp` (use :func:`params_for_resolution` for another
+        pixel size). Example, 40x defaults to 20x (``scale=0.5``): Sobel 21 -> 11, blur 3 -> 1, opening 5 -> 3,
+        minimum sizes 10 -> 3.
 
         Args:
             scale: positive factor, e.g. ``REFERENCE_MPP / mpp`` or ``magnification / 40``.
@@ -184,29 +193,37 @@ def params_for_resolution(
 
     Give exactly one of ``mpp`` and ``magnification``. The scale is ``REFERENCE_MPP / mpp``
     (``0.25 / mpp``) or ``magnification / REFERENCE_MAGNIFICATION`` (``magnification / 40``); see
-    :meth:`WatershedParams.scaled` for how each setting scales.
+    :meth:`WatershedParams.scaled` for how each setting scales. The result records its pixel size in
+    :attr:`WatershedParams.mpp` (``mpp``, or ``REFERENCE_MPP * REFERENCE_MAGNIFICATION / magnification``).
 
     Args:
         mpp: pixel size in micrometres per pixel (> 0), e.g. 0.25 at 40x, 0.5 at 20x.
         magnification: objective magnification (> 0), e.g. 40 or 20.
-        base: the settings that hold at the reference resolution; default ``WatershedParams()``.
+        base: the settings that hold at the reference resolution; default ``WatershedParams()``. Its ``mpp``, when
+            stated, must be ``REFERENCE_MPP``.
 
     Returns:
         the scaled :class:`WatershedParams`.
 
     Raises:
-        ValueError: if neither or both of ``mpp`` / ``magnification`` are given, or one is not positive.
+        ValueError: if neither or both of ``mpp`` / ``magnification`` are given, one is not positive, or ``base``
+            states another pixel size than the reference.
     """
     if (mpp is None) == (magnification is None):
         raise ValueError("give exactly one of mpp and magnification")
     base = WatershedParams() if base is None else base
     if not isinstance(base, WatershedParams):
         raise TypeError(f"base must be a WatershedParams, got {type(base).__name__}")
+    if base.mpp is not None and base.mpp != REFERENCE_MPP:
+        raise ValueError(f"base must hold at the reference resolution ({REFERENCE_MPP} um/px), its mpp is {base.mpp}")
     value, name = (mpp, "mpp") if mpp is not None else (magnification, "magnification")
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    scale = float(REFERENCE_MPP / value if mpp is not None else value / REFERENCE_MAGNIFICATION)
-    return base.scaled(scale)
+    if mpp is not None:
+        scale, target = float(REFERENCE_MPP / value), float(value)
+    else:
+        scale, target = float(value / REFERENCE_MAGNIFICATION), float(REFERENCE_MPP * REFERENCE_MAGNIFICATION / value)
+    return dataclasses.replace(base.scaled(scale), mpp=target)
 
 
 def watershed_settings(
@@ -219,11 +236,16 @@ def watershed_settings(
 ) -> WatershedParams:
     """Watershed settings for a resolution and an object size: what the bundles' configs ask for.
 
+    This is the ``watershed`` item of the bundles' configs, built once from the top-level keys ``magnification``,
+    ``object_scale``, ``keep_unmarked`` and ``watershed_normalisation`` and passed by reference (``@watershed``) to
+    every consumer (the evaluators' post-processing, the CBCT slice inferer, the whole-slide inferer).
+
     The 40x defaults are scaled to the resolution (:func:`params_for_resolution`; neither ``mpp`` nor
-    ``magnification``: 40x), then by ``object_scale`` for objects that many times larger (in pixels) than nuclei
-    at that resolution, e.g. glands. With perfect network outputs on GlaS gland labels (20x) the mean PQ is 0.62
-    with the nucleus settings and 0.998 with ``object_scale=4, keep_unmarked=True``: large objects otherwise lose
-    their markers to the nucleus-sized opening or split at the Sobel border of a nucleus-sized kernel.
+    ``magnification``: the 40x settings without a stated pixel size), then by ``object_scale`` for objects that many
+    times larger (in pixels) than nuclei at that resolution, e.g. glands. With perfect network outputs on GlaS gland
+    labels (20x) the mean PQ is 0.62 with the nucleus settings and 0.998 with ``object_scale=4, keep_unmarked=True``:
+    large objects otherwise lose their markers to the nucleus-sized opening or split at the Sobel border of a
+    nucleus-sized kernel.
 
     Args:
         mpp: pixel size in micrometres per pixel.
@@ -476,53 +498,6 @@ class InstanceTable:
                 record["contour"] = self.contours[i].tolist()
             records.append(record)
         return records
-
-    def to_geojson(self, type_names: Mapping[int, str] | Sequence[str] | None = None) -> dict[str, Any]:
-        """The instances as a GeoJSON ``FeatureCollection`` of polygons in pixel coordinates ``(x, y)``.
-
-        Each feature's ``properties`` hold ``id``, ``type``, ``type_prob``, ``area`` and, when ``type_names``
-        is given, ``classification: {"name": ...}`` (the key QuPath reads). Rings are closed (first point
-        repeated). Instances whose contour has fewer than 3 points (1-2 pixel wide lines) have no area as a
-        polygon and are left out, with a log message.
-
-        Args:
-            type_names: names by type id, as a mapping or a sequence indexed by type id.
-
-        Returns:
-            a dict ready for ``json.dump``.
-
-        Raises:
-            ValueError: if the table holds no contours but has rows, or a type has no name.
-        """
-        if len(self.contours) != len(self):
-            raise ValueError("this table holds no contours: build it with with_contours=True")
-        features = []
-        skipped = 0
-        for i in range(len(self)):
-            ring = self.contours[i]
-            if ring.shape[0] < 3:
-                skipped += 1
-                continue
-            props: dict[str, Any] = {
-                "id": int(self.ids[i]),
-                "type": int(self.types[i]),
-                "type_prob": float(self.type_probs[i]),
-                "area": int(self.areas[i]),
-            }
-            if type_names is not None:
-                type_id = int(self.types[i])
-                try:
-                    props["classification"] = {"name": str(type_names[type_id])}
-                except (KeyError, IndexError) as err:
-                    raise ValueError(f"type_names has no name for type {type_id}") from err
-            coords = ring.tolist()
-            coords.append(coords[0])
-            features.append(
-                {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [coords]}, "properties": props}
-            )
-        if skipped:
-            logger.info("left %d instance(s) with contours of < 3 points out of the GeoJSON", skipped)
-        return {"type": "FeatureCollection", "features": features}
 
 
 @dataclass

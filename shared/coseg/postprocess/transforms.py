@@ -12,7 +12,8 @@ from monai.transforms import MapTransform
 
 from coseg.data.label_codec import encode_class_map
 from coseg.keys import DataKeys, OutputKeys
-from coseg.postprocess import WatershedParams, postprocess_outputs, watershed_settings
+from coseg.postprocess.batch import postprocess_outputs
+from coseg.postprocess.instances import WatershedParams
 
 __all__ = ["CoSegPostProcessd", "PredKeys"]
 
@@ -51,27 +52,23 @@ class CoSegPostProcessd(MapTransform):
 
     Args:
         num_sem_classes: semantic classes incl. background (for the combined ``pred`` map).
-        mpp, magnification: resolution of the images, to scale the watershed settings (neither: 40x settings).
-        object_scale: objects are this many times larger than nuclei at that resolution (e.g. 4 for glands).
-        keep_unmarked: keep foreground pieces without a marker (see :class:`~coseg.postprocess.WatershedParams`).
-        normalisation: ``"image"`` (HoVer-Net) or ``"fixed"`` (context-free); see
-            :class:`~coseg.postprocess.WatershedParams`.
-        watershed: explicit :class:`~coseg.postprocess.WatershedParams` (overrides the five above).
+        watershed: the watershed settings (:class:`~coseg.postprocess.WatershedParams`; in the bundles the
+            config's ``watershed`` item, :func:`~coseg.postprocess.watershed_settings`). Default:
+            ``WatershedParams()``, HoVer-Net's 40x settings.
         sem_min_size: semantic regions smaller than this (pixels) are absorbed by their neighbours.
-        with_contours: compute instance contours (needed for GeoJSON; skip for metrics only).
+        with_contours: compute the instance table's contours (nothing in the bundles reads them: the GeoJSON outputs
+            trace the instance map, :mod:`coseg.histo.geojson`).
         meta_key: the item whose meta the outputs copy.
         remove_logits: drop the raw network outputs from the item afterwards (saves memory).
+
+    Raises:
+        TypeError: ``watershed`` is not a :class:`~coseg.postprocess.WatershedParams`.
     """
 
     def __init__(
         self,
         *,
         num_sem_classes: int,
-        mpp: float | None = None,
-        magnification: float | None = None,
-        object_scale: float = 1.0,
-        keep_unmarked: bool = False,
-        normalisation: str = "image",
         watershed: WatershedParams | None = None,
         sem_min_size: int = 1,
         with_contours: bool = True,
@@ -80,14 +77,9 @@ class CoSegPostProcessd(MapTransform):
     ) -> None:
         super().__init__([OutputKeys.INST_BINARY], allow_missing_keys=False)
         self.num_sem_classes = int(num_sem_classes)
-        if watershed is None:
-            watershed = watershed_settings(
-                mpp=mpp,
-                magnification=magnification,
-                object_scale=object_scale,
-                keep_unmarked=keep_unmarked,
-                normalisation=normalisation,
-            )
+        watershed = WatershedParams() if watershed is None else watershed
+        if not isinstance(watershed, WatershedParams):
+            raise TypeError(f"watershed must be a WatershedParams, got {type(watershed).__name__}")
         self.watershed = watershed
         self.sem_min_size = int(sem_min_size)
         self.with_contours = with_contours

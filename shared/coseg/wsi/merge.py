@@ -18,6 +18,9 @@ than the margin is still joined, however far it extends, because the decision on
 border (this is what the centroid-in-core rule of HoVer-Net / TIAToolbox cannot do without a margin wider than
 the largest object).
 
+What a tile contributes is a :class:`~coseg.wsi.parts.TileRecord`, saved in the run's parts folder
+(:mod:`coseg.wsi.parts`); :func:`instance_polygons` reads the outlines back one tile at a time.
+
 Coordinates are region pixels (see :mod:`coseg.wsi.tiling`): ``x`` the column, ``y`` the row. Centroids and
 boxes follow :class:`coseg.postprocess.InstanceTable` (pixel centres at integers, box maxima exclusive);
 polygons follow :mod:`coseg.histo.geojson` (pixel edges, exact under re-rasterisation).
@@ -26,9 +29,9 @@ polygons follow :mod:`coseg.histo.geojson` (pixel edges, exact under re-rasteris
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,25 +42,22 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from coseg.histo.geojson import mask_to_polygons
-from coseg.io import atomic_write_path
 from coseg.keys import OutputKeys
 from coseg.postprocess import WatershedParams, hv_watershed, remove_small_regions
 from coseg.postprocess._inputs import object_probability
+from coseg.wsi.parts import TileRecord, load_record
 from coseg.wsi.tiling import Box, TilePlan
 
 __all__ = [
     "SIDES",
-    "TileRecord",
     "MergeResult",
     "reduce_outputs",
     "process_tile",
-    "save_record",
-    "load_record",
     "merge_tiles",
     "vote_types",
     "group_polygons",
-    "records_in",
-    "record_name",
+    "instance_polygons",
+    "assemble_low",
 ]
 
 logger = logging.getLogger(__name__)
@@ -103,53 +103,6 @@ def reduce_outputs(blended: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]
             # max(dim).indices: the first maximum, like numpy's argmax; 6x faster than argmax(dim) on CPU tensors
             out[name] = value.detach().max(dim=0).indices.to(torch.uint8).cpu().numpy()
     return out
-
-
-@dataclass
-class TileRecord:
-    """What one tile contributes to the slide (see the module docstring). Arrays are indexed by piece (local id
-    minus 1) unless said otherwise.
-
-    Attributes:
-        row, col: tile position in the grid.
-        core: the core box (region pixels).
-        inst: ``(h, w)`` local piece ids of the core (0 = background, ``1..n``).
-        sem: ``(h, w)`` semantic classes of the core.
-        area: ``(n,)`` pixel counts.
-        sum_xy: ``(n, 2)`` sums of the pixels' ``x`` and ``y`` (region pixels), for exact centroids after merging.
-        bbox: ``(n, 4)`` ``(x_min, y_min, x_max, y_max)``, maxima exclusive, region pixels.
-        votes: ``(n, K)`` pixels of each piece per arg-max type.
-        sem_votes: ``(n, S)`` pixels of each piece per semantic class.
-        border: ``(n,)`` whether the piece touches a core side that faces another tile.
-        polygons: per piece, its outline (list of polygons, each one exterior ring, ``(m, 2)`` ``(x, y)``; holes
-            are filled).
-        masks: for border pieces, ``{local id: (mask (h, w) bool, x0, y0)}`` of the piece's pixels.
-        lines: per side facing another tile, ``(3, L)`` int32: the pieces on the core's edge line, and the context
-            labels on that line and on the line beyond it.
-        sem_pixels: ``(S,)`` pixels of the core per semantic class.
-        sem_low: the core's semantic classes at the pixels whose region coordinates are multiples of ``low_step``.
-    """
-
-    row: int
-    col: int
-    core: Box
-    inst: np.ndarray
-    sem: np.ndarray
-    area: np.ndarray
-    sum_xy: np.ndarray
-    bbox: np.ndarray
-    votes: np.ndarray
-    sem_votes: np.ndarray
-    border: np.ndarray
-    polygons: list[list[Polygon]] = field(default_factory=list)
-    masks: dict[int, tuple[np.ndarray, int, int]] = field(default_factory=dict)
-    lines: dict[str, np.ndarray] = field(default_factory=dict)
-    sem_pixels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    sem_low: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.uint8))
-
-    @property
-    def n(self) -> int:
-        return int(self.area.shape[0])
 
 
 def vote_types(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -313,136 +266,6 @@ def process_tile(
         sem_pixels=np.bincount(sem.ravel(), minlength=num_sem_classes).astype(np.int64),
         sem_low=np.ascontiguousarray(sem_low, dtype=np.uint8),
     )
-
-
-# ---- persistence -------------------------------------------------------------------------------------------------
-
-_SCALARS = ("row", "col")
-
-
-def _pack_polygons(polygons: Sequence[list[Polygon]]) -> dict[str, np.ndarray]:
-    coords, ends, piece, poly = [], [], [], []
-    total = 0
-    for k, polys in enumerate(polygons):
-        for j, rings in enumerate(polys):
-            for ring in rings:
-                coords.append(np.asarray(ring, np.float64))
-                total += len(ring)
-                ends.append(total)
-                piece.append(k)
-                poly.append(j)
-    return {
-        "ring_xy": np.concatenate(coords) if coords else np.zeros((0, 2)),
-        "ring_end": np.asarray(ends, np.int64),
-        "ring_piece": np.asarray(piece, np.int64),
-        "ring_poly": np.asarray(poly, np.int64),
-    }
-
-
-def _unpack_polygons(data: Mapping[str, np.ndarray], n: int) -> list[list[Polygon]]:
-    out: list[list[Polygon]] = [[] for _ in range(n)]
-    # read each array once (an npz member is decompressed on every access)
-    coords, ends, pieces, polys = (np.asarray(data[k]) for k in ("ring_xy", "ring_end", "ring_piece", "ring_poly"))
-    start = 0
-    for end, k, j in zip(ends.tolist(), pieces.tolist(), polys.tolist()):
-        ring = coords[start:end]
-        start = end
-        if j == len(out[k]):
-            out[k].append([ring])
-        else:
-            out[k][j].append(ring)
-    return out
-
-
-def save_record(path: str | os.PathLike, record: TileRecord, *, band_height: int) -> None:
-    """Write a tile record atomically (``.npz``; the label maps in bands of ``band_height`` rows, so that a writer
-    can read them band by band).
-
-    Args:
-        path: the ``.npz`` file.
-        record: the record.
-        band_height: rows per stored band of ``inst`` / ``sem``.
-    """
-    n = record.n
-    dtype = np.uint16 if n < 2**16 else np.uint32
-    arrays: dict[str, np.ndarray] = {
-        "row": np.int64(record.row),
-        "col": np.int64(record.col),
-        "core": np.asarray(record.core, np.int64),
-        "area": record.area,
-        "sum_xy": record.sum_xy,
-        "bbox": record.bbox,
-        "votes": record.votes,
-        "sem_votes": record.sem_votes,
-        "border": record.border,
-        "sem_pixels": record.sem_pixels,
-        "sem_low": record.sem_low,
-        "sides": np.asarray(sorted(record.lines)),
-        **{f"line_{side}": value for side, value in record.lines.items()},
-        **_pack_polygons(record.polygons),
-    }
-    for b, y in enumerate(range(0, record.inst.shape[0], band_height)):
-        arrays[f"inst_{b}"] = record.inst[y : y + band_height].astype(dtype)
-        arrays[f"sem_{b}"] = record.sem[y : y + band_height]
-    keys = sorted(record.masks)
-    arrays["mask_id"] = np.asarray(keys, np.int64)
-    arrays["mask_box"] = np.asarray(
-        [(x0, y0, x0 + m.shape[1], y0 + m.shape[0]) for m, x0, y0 in (record.masks[k] for k in keys)], np.int64
-    ).reshape(-1, 4)
-    arrays["mask_bits"] = (
-        np.concatenate([record.masks[k][0].ravel() for k in keys]) if keys else np.zeros(0, bool)
-    ).astype(np.uint8)
-    with atomic_write_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-
-
-def load_record(path: str | os.PathLike, *, maps: bool = True, geometry: bool = True) -> TileRecord:
-    """Read a tile record written by :func:`save_record`.
-
-    Args:
-        path: the ``.npz`` file.
-        maps: also read the label maps (``inst``, ``sem``); without them the record holds empty maps.
-        geometry: also read the pieces' polygons and border masks (the merge needs neither).
-
-    Returns:
-        the :class:`TileRecord`.
-    """
-    with np.load(path) as data:
-        core = Box(*(int(v) for v in data["core"]))
-        n = int(data["area"].shape[0])
-        if maps:
-            bands = sorted(int(k[5:]) for k in data.files if k.startswith("inst_"))
-            inst = np.concatenate([data[f"inst_{b}"] for b in bands]).astype(np.int32)
-            sem = np.concatenate([data[f"sem_{b}"] for b in bands])
-        else:
-            inst = np.zeros((0, 0), np.int32)
-            sem = np.zeros((0, 0), np.uint8)
-        masks = {}
-        if geometry:
-            bits, start = data["mask_bits"].astype(bool), 0
-            for k, (x0, y0, x1, y1) in zip(data["mask_id"], data["mask_box"]):
-                size = int((y1 - y0) * (x1 - x0))
-                masks[int(k)] = (bits[start : start + size].reshape(int(y1 - y0), int(x1 - x0)), int(x0), int(y0))
-                start += size
-        return TileRecord(
-            row=int(data["row"]),
-            col=int(data["col"]),
-            core=core,
-            inst=inst,
-            sem=sem,
-            area=data["area"],
-            sum_xy=data["sum_xy"],
-            bbox=data["bbox"],
-            votes=data["votes"],
-            sem_votes=data["sem_votes"],
-            border=data["border"],
-            polygons=_unpack_polygons(data, n) if geometry else [],
-            masks=masks,
-            lines={str(side): data[f"line_{side}"] for side in data["sides"]},
-            sem_pixels=data["sem_pixels"],
-            sem_low=data["sem_low"],
-        )
 
 
 # ---- merge -------------------------------------------------------------------------------------------------------
@@ -626,14 +449,59 @@ def _outline(mask: np.ndarray, x0: int, y0: int) -> list[Polygon]:
     return mask_to_polygons(ndimage.binary_fill_holes(mask), offset=(float(x0), float(y0)))
 
 
-def records_in(folder: str | os.PathLike) -> dict[tuple[int, int], Path]:
-    """The tile records in a parts folder, keyed by ``(row, col)`` (file names ``tile_<row>_<col>.npz``)."""
-    out = {}
-    for p in Path(folder).glob("tile_*_*.npz"):
-        _, r, c = p.stem.split("_")
-        out[(int(r), int(c))] = p
-    return out
+def instance_polygons(
+    files: Mapping[tuple[int, int], Path], merged: MergeResult
+) -> Iterator[tuple[int, list[Polygon]]]:
+    """The outline of every slide instance, reading the records' geometry one tile at a time.
+
+    An instance of one piece inside its tile is yielded with that piece's polygons as soon as its tile is read; one
+    made of several pieces (or touching a border) once its last piece has been read (:func:`group_polygons`), so only
+    the pieces of instances still open are held.
+
+    Args:
+        files: the tile records, keyed by tile.
+        merged: the merge of their headers (:func:`merge_tiles`).
+
+    Yields:
+        ``(instance id, polygons)`` in region pixels, every instance once.
+    """
+    remaining = {fid: len(members) for fid, members in merged.members.items()}
+    collected: dict[int, list[tuple[np.ndarray, int, int]]] = {}
+    for tile in sorted(files):
+        rec = load_record(files[tile], maps=False, geometry=True)
+        lut = merged.luts[tile]
+        for local in range(1, rec.n + 1):
+            fid = int(lut[local])
+            if fid not in remaining:
+                yield fid, rec.polygons[local - 1]
+                continue
+            members = merged.members[fid]
+            if len(members) == 1:
+                del remaining[fid]
+                yield fid, rec.polygons[local - 1]
+                continue
+            collected.setdefault(fid, []).append(rec.masks[local])
+            remaining[fid] -= 1
+            if remaining[fid] == 0:
+                del remaining[fid]
+                yield fid, group_polygons(collected.pop(fid))
 
 
-def record_name(tile: tuple[int, int]) -> str:
-    return f"tile_{tile[0]}_{tile[1]}.npz"
+def assemble_low(plan: TilePlan, records: Mapping[tuple[int, int], TileRecord], step: int) -> np.ndarray:
+    """The slide's semantic classes sampled every ``step`` region pixels, from the records' ``sem_low``.
+
+    Args:
+        plan: the tile plan.
+        records: the records (headers suffice), keyed by tile; absent tiles stay 0.
+        step: the sampling step the records were made with.
+
+    Returns:
+        ``(ceil(height / step), ceil(width / step))`` uint8.
+    """
+    low = np.zeros((math.ceil(plan.height / step), math.ceil(plan.width / step)), np.uint8)
+    for (row, col), rec in records.items():
+        core = plan.core(row, col)
+        y, x = -(-core.y0 // step), -(-core.x0 // step)
+        h, w = rec.sem_low.shape
+        low[y : y + h, x : x + w] = rec.sem_low
+    return low

@@ -4,7 +4,7 @@
 ``inference.json`` sends every input through :func:`route_inputs`: ordinary images go to the MONAI evaluator (the
 whole image through the sliding-window inferer, then post-processing), large ones (more than ``min_pixels``
 pixels, or pyramidal slides) to its ``wsi_inferer`` item, built from the same ``network``, ``inferer``,
-``preprocessing`` and ``postprocessing`` items. ``python -m coseg.wsi`` parses the same file
+``preprocessing``, ``watershed`` and class-name items. ``python -m coseg.wsi`` parses the same file
 (:func:`wsi_inferer_from_bundle`).
 """
 
@@ -135,28 +135,34 @@ def wsi_inferer_from_bundle(
     **options: Any,
 ) -> Any:
     """Build the bundle's whole-slide inferer from ``configs/inference.json`` (plus more config files and overrides,
-    as ``monai.bundle run`` merges them), with ``options`` replacing its keyword arguments.
+    as ``monai.bundle run`` merges them), with ``options`` replacing its settings.
 
     The config's ``wsi_inferer`` item is used when present; otherwise the inferer is assembled from the ``network``,
-    ``inferer``, ``preprocessing``, ``postprocessing``, ``sem_classes``, ``inst_types``, ``ckpt_path``, ``device``,
-    ``amp``, ``amp_kwargs`` and ``magnification`` items, the items ``wsi_inferer`` refers to.
+    ``inferer``, ``preprocessing``, ``watershed``, ``sem_min_size``, ``sem_classes``, ``inst_types``, ``ckpt_path``,
+    ``device``, ``amp``, ``amp_kwargs`` and ``output_dir`` items, the items ``wsi_inferer`` refers to.
 
     Args:
         bundle: the bundle folder (with ``configs/inference.json``).
         config_files: more config files merged after it (e.g. ``configs/quickstart.json``).
         overrides: ``{id: value}`` config overrides (``#``-separated ids).
-        options: keyword arguments of :class:`~coseg.wsi.run.WholeSlideInferer` (``output_dir``, ``level``, ``mpp``,
-            ``roi``, ``checkpoint``, ...); ``None`` values are ignored.
+        options: flat settings: fields of :class:`~coseg.wsi.settings.ReadSettings`,
+            :class:`~coseg.wsi.settings.TileSettings` or :class:`~coseg.wsi.settings.OutputSettings` (``level``,
+            ``mpp``, ``roi``, ``tile_size``, ``overwrite``, ...; each set in its group,
+            :func:`~coseg.wsi.settings.group_options`) or other arguments of
+            :class:`~coseg.wsi.run.WholeSlideInferer` (``output_dir``, ``checkpoint``, ``progress``, ...); ``None``
+            values are ignored.
 
     Returns:
         the :class:`~coseg.wsi.run.WholeSlideInferer`.
 
     Raises:
         FileNotFoundError: no ``configs/inference.json`` in ``bundle``.
+        ValueError: settings options for a group that the config gives as a reference or an expression.
     """
     from monai.bundle import ConfigParser
 
     from coseg.wsi.run import WholeSlideInferer
+    from coseg.wsi.settings import SETTINGS_GROUPS, group_options
 
     root = Path(bundle).resolve()
     config = root / "configs" / "inference.json"
@@ -167,24 +173,38 @@ def wsi_inferer_from_bundle(
     parser["bundle_root"] = str(root)
     for key, value in (overrides or {}).items():
         parser[key] = value
-    options = {k: v for k, v in options.items() if v is not None}
+    groups = group_options({k: v for k, v in options.items() if v is not None})
     if "wsi_inferer" in parser.config:
-        for key, value in options.items():
+        for group, cls in SETTINGS_GROUPS.items():
+            if not groups[group]:
+                continue
+            item = parser.config["wsi_inferer"].get(group)
+            if item is None:
+                parser[f"wsi_inferer#{group}"] = {"_target_": f"{cls.__module__}.{cls.__name__}"}
+            elif not isinstance(item, Mapping):
+                raise ValueError(
+                    f"{config}: wsi_inferer#{group} is {item!r}, not a {cls.__name__} item whose fields can be set; "
+                    f"cannot apply {sorted(groups[group])}"
+                )
+            for key, value in groups[group].items():
+                parser[f"wsi_inferer#{group}#{key}"] = value
+        for key, value in groups["other"].items():
             parser[f"wsi_inferer#{key}"] = value
         return parser.get_parsed_content("wsi_inferer")
     kwargs = {
         "network": parser.get_parsed_content("network"),
         "inferer": parser.get_parsed_content("inferer"),
         "preprocessing": parser.get_parsed_content("preprocessing"),
-        "postprocessing": parser.get_parsed_content("postprocessing"),
+        "watershed": parser.get_parsed_content("watershed"),
+        "sem_min_size": parser.get_parsed_content("sem_min_size") if "sem_min_size" in parser.config else 1,
         "sem_classes": parser.get_parsed_content("sem_classes"),
         "inst_types": parser.get_parsed_content("inst_types"),
         "checkpoint": parser.get_parsed_content("ckpt_path"),
         "device": parser.get_parsed_content("device"),
         "amp": parser.get_parsed_content("amp"),
         "amp_kwargs": parser.get_parsed_content("amp_kwargs"),
-        "magnification": parser.get_parsed_content("magnification") if "magnification" in parser.config else None,
         "output_dir": parser.get_parsed_content("output_dir"),
+        **{group: cls(**groups[group]) for group, cls in SETTINGS_GROUPS.items()},
     }
-    kwargs.update(options)
+    kwargs.update(groups["other"])
     return WholeSlideInferer(**kwargs)

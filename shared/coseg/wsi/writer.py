@@ -1,24 +1,33 @@
 """Outputs of whole-slide inference, written with bounded memory.
 
+Generic writers:
+
 - :func:`write_label_pyramid`: a label map given as consecutive bands of rows, written as a tiled, pyramidal
   TIFF (level 0, then SubIFDs of 2x, 4x, ... smaller levels made by nearest-neighbour sub-sampling, so ids stay
-  ids); the sub-levels are collected while level 0 streams (spooled to compressed temporary files).
-- :func:`feature_writer`: a GeoJSON ``FeatureCollection`` written feature by feature.
-- :func:`polygons_geometry`: polygons in region pixels as a GeoJSON geometry in level-0 pixels.
+  ids); the sub-levels are collected while level 0 streams (spooled to compressed files in a temporary folder).
 - :func:`region_polygons`: outlines of large regions with their holes, in linear time.
 - :func:`draw_overlay`: the slide thumbnail tinted by region class, nuclei outlined in their type's colour.
+
+The outputs of one slide, from its merged instances (:class:`~coseg.wsi.merge.MergeResult`) and tile records, in
+level-0 pixels (:class:`Placement`):
+
+- :func:`write_label_maps`: ``<name>_inst.tif`` / ``<name>_type.tif`` / ``<name>_sem.tif``.
+- :func:`write_instance_table`: ``<name>_instances.csv``.
+- :func:`slide_features`: every nucleus as a QuPath detection and every tissue region as an annotation, for the one
+  GeoJSON writer :func:`coseg.histo.geojson.write_geojson` (features made by
+  :func:`coseg.histo.geojson.qupath_feature`, as for single images).
+- :func:`summarise_nuclei`: counts per type and tissue class, tissue areas, nuclei per mm².
 
 Every file is written under a temporary name and renamed when complete (:func:`coseg.io.atomic_write_path`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
+import csv
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +35,21 @@ import cv2
 import numpy as np
 import tifffile
 
-from coseg.io import atomic_write_path
+from coseg.histo.geojson import qupath_feature
+from coseg.io import atomic_write_path, temporary_sibling_dir
+from coseg.postprocess import remove_small_regions
 from coseg.visualize import REGION_COLOURS, TYPE_COLOURS
+from coseg.wsi.merge import MergeResult
+from coseg.wsi.parts import stored_bands
+from coseg.wsi.tiling import TilePlan
 
 __all__ = [
+    "Placement",
     "write_label_pyramid",
-    "feature_writer",
-    "polygons_geometry",
+    "write_label_maps",
+    "write_instance_table",
+    "slide_features",
+    "summarise_nuclei",
     "draw_overlay",
     "pyramid_shapes",
     "region_polygons",
@@ -104,7 +121,7 @@ def write_label_pyramid(
         f = 2**level
         return {"resolution": (1e4 / (mpp[1] * f), 1e4 / (mpp[0] * f)), "resolutionunit": "CENTIMETER"}
 
-    with tempfile.TemporaryDirectory(dir=Path(path).parent, prefix=".pyramid.") as spool:
+    with temporary_sibling_dir(path, tag="spool") as spool:
         spooled: list[list[str]] = [[] for _ in shapes]
         pending: list[list[np.ndarray]] = [[] for _ in shapes]
         pending_rows = [0] * len(shapes)
@@ -173,55 +190,6 @@ def write_label_pyramid(
     return shapes
 
 
-@contextlib.contextmanager
-def feature_writer(path: str | os.PathLike) -> Iterator[Callable[[Mapping[str, Any]], None]]:
-    """Write a GeoJSON ``FeatureCollection`` one feature at a time (atomically: renamed into place at the end).
-
-    Yields:
-        ``add(feature)``, to call once per feature.
-    """
-    with atomic_write_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.write('{"type":"FeatureCollection","features":[')
-        count = 0
-
-        def add(feature: Mapping[str, Any]) -> None:
-            nonlocal count
-            if count:
-                f.write(",\n")
-            f.write(json.dumps(feature, separators=(",", ":")))
-            count += 1
-
-        yield add
-        f.write("]}\n")
-
-
-def polygons_geometry(
-    polygons: Sequence[Polygon], *, scale: tuple[float, float], offset: tuple[float, float], decimals: int = 2
-) -> dict[str, Any]:
-    """Polygons in region pixels as a GeoJSON geometry in level-0 pixels: ``X = (x + ox) * sx``, ``Y = (y + oy) * sy``.
-
-    Args:
-        polygons: polygons (exterior ring then holes, each ``(m, 2)`` ``(x, y)``, not closed).
-        scale: ``(sy, sx)`` level-0 pixels per region pixel.
-        offset: ``(oy, ox)`` region origin in working pixels.
-        decimals: rounding of the coordinates.
-
-    Returns:
-        a ``Polygon`` or ``MultiPolygon`` geometry with closed rings.
-    """
-    sy, sx = scale
-    oy, ox = offset
-
-    def ring(r: np.ndarray) -> list[list[float]]:
-        pts = np.round(np.stack([(r[:, 0] + ox) * sx, (r[:, 1] + oy) * sy], axis=1), decimals).tolist()
-        return pts + [pts[0]]
-
-    coords = [[ring(r) for r in poly] for poly in polygons]
-    if len(coords) == 1:
-        return {"type": "Polygon", "coordinates": coords[0]}
-    return {"type": "MultiPolygon", "coordinates": coords}
-
-
 def _signed_area(ring: np.ndarray) -> float:
     x, y = ring[:, 0], ring[:, 1]
     return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
@@ -264,11 +232,6 @@ def region_polygons(mask: np.ndarray) -> list[Polygon]:
     return [polygons[i] for i in sorted(polygons)]
 
 
-def colour(table: Sequence[tuple[int, int, int]], index: int) -> list[int]:
-    """The overlay colour of a class, for QuPath's ``classification.color``."""
-    return [int(v) for v in table[int(index) % len(table)]]
-
-
 def draw_overlay(
     thumbnail: np.ndarray,
     sem_low: np.ndarray | None,
@@ -307,3 +270,273 @@ def draw_overlay(
             cv2.polylines(canvas, rings, isClosed=True, color=rgb, thickness=1)
 
     return canvas, draw
+
+
+# ---- the outputs of one slide ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the region's pixels lie on the slide: level-0 ``X = (x + ox) * sx``, ``Y = (y + oy) * sy``.
+
+    Attributes:
+        scale: ``(sy, sx)`` level-0 pixels per working pixel.
+        offset: ``(oy, ox)`` the region's origin in working pixels.
+        mpp: ``(y, x)`` working pixel size in micrometres; ``None`` when the file does not record it.
+    """
+
+    scale: tuple[float, float]
+    offset: tuple[float, float]
+    mpp: tuple[float, float] | None
+
+    @classmethod
+    def of(cls, image: Any) -> Placement:
+        """The placement of a :class:`~coseg.wsi.reader.WorkingImage` (its ``to_level0``, ``roi`` and ``mpp``)."""
+        sy, sx = image.to_level0
+        mpp = None if image.mpp is None else (float(image.mpp[0]), float(image.mpp[1]))
+        return cls(scale=(float(sy), float(sx)), offset=(float(image.roi[0]), float(image.roi[1])), mpp=mpp)
+
+    def point(self, x: float, y: float) -> tuple[float, float]:
+        """Level-0 ``(X, Y)`` of region coordinates ``(x, y)`` given in QuPath's convention (pixel edges)."""
+        return (x + self.offset[1]) * self.scale[1], (y + self.offset[0]) * self.scale[0]
+
+    @property
+    def pixel_area_um2(self) -> float | None:
+        """Area of one working pixel in square micrometres."""
+        return None if self.mpp is None else self.mpp[0] * self.mpp[1]
+
+
+def write_label_maps(
+    outputs: Mapping[str, Path],
+    *,
+    plan: TilePlan,
+    records: Mapping[tuple[int, int], Path],
+    merged: MergeResult,
+    tile: int,
+    mpp: tuple[float, float] | None,
+) -> None:
+    """Write the instance, type and region maps of the region as pyramidal TIFFs (:func:`write_label_pyramid`).
+
+    Args:
+        outputs: ``{"inst": path, "type": path, "sem": path, ...}``.
+        plan: the tile plan.
+        records: the tile records, keyed by tile; their label maps were stored in bands of ``tile`` rows.
+        merged: the merged instances (slide ids and types).
+        tile: TIFF tile side.
+        mpp: working pixel size, for the resolution tags.
+    """
+    inst_dtype = np.uint16 if len(merged) < 2**16 else np.uint32
+    type_lut = np.concatenate([[0], merged.types]).astype(np.uint8)
+    for kind, dtype in (("inst", inst_dtype), ("type", np.uint8), ("sem", np.uint8)):
+
+        def mapping(t: tuple[int, int], band: np.ndarray, kind: str = kind) -> np.ndarray:
+            if kind == "sem":
+                return band
+            ids = merged.luts[t][band]
+            return type_lut[ids] if kind == "type" else ids
+
+        write_label_pyramid(
+            outputs[kind],
+            stored_bands(plan, records, "sem" if kind == "sem" else "inst", tile, mapping, dtype),
+            shape=(plan.height, plan.width),
+            dtype=dtype,
+            tile=tile,
+            mpp=mpp,
+            description=f"coseg {kind} map",
+        )
+
+
+_CSV_COLUMNS = (
+    "id",
+    "type",
+    "type_name",
+    "type_prob",
+    "tissue",
+    "tissue_name",
+    "centroid_x",
+    "centroid_y",
+    "area_px",
+    "area_um2",
+    "x_min",
+    "y_min",
+    "x_max",
+    "y_max",
+)
+
+
+def write_instance_table(
+    path: str | os.PathLike,
+    merged: MergeResult,
+    placement: Placement,
+    *,
+    sem_classes: Mapping[int, str],
+    inst_types: Mapping[int, str],
+) -> None:
+    """One CSV row per nucleus: ids, type and tissue (numbers and names), level-0 centroid and box, area.
+
+    Args:
+        path: the ``.csv``.
+        merged: the merged instances.
+        placement: region pixels to level 0.
+        sem_classes, inst_types: class names by index.
+    """
+    area_um2 = placement.pixel_area_um2
+    with atomic_write_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(_CSV_COLUMNS)
+        for i in range(len(merged)):
+            t, c = int(merged.types[i]), int(merged.tissue[i])
+            x0, y0, x1, y1 = merged.bbox[i]
+            cx, cy = placement.point(merged.centroid[i, 0] + 0.5, merged.centroid[i, 1] + 0.5)
+            (bx0, by0), (bx1, by1) = placement.point(x0, y0), placement.point(x1, y1)
+            w.writerow(
+                [
+                    int(merged.ids[i]),
+                    t,
+                    inst_types.get(t, str(t)),
+                    f"{merged.type_probs[i]:.3f}",
+                    c,
+                    sem_classes.get(c, str(c)),
+                    f"{cx:.2f}",
+                    f"{cy:.2f}",
+                    int(merged.area[i]),
+                    "" if area_um2 is None else f"{merged.area[i] * area_um2:.2f}",
+                    f"{bx0:.1f}",
+                    f"{by0:.1f}",
+                    f"{bx1:.1f}",
+                    f"{by1:.1f}",
+                ]
+            )
+
+
+def _nucleus_feature(
+    merged: MergeResult,
+    i: int,
+    polygons: Sequence[Polygon],
+    placement: Placement,
+    sem_classes: Mapping[int, str],
+    inst_types: Mapping[int, str],
+) -> dict[str, Any]:
+    t = int(merged.types[i])
+    cx, cy = placement.point(merged.centroid[i, 0] + 0.5, merged.centroid[i, 1] + 0.5)
+    props: dict[str, Any] = {
+        "id": int(merged.ids[i]),
+        "type": t,
+        "type_prob": round(float(merged.type_probs[i]), 4),
+        "tissue": sem_classes.get(int(merged.tissue[i]), str(int(merged.tissue[i]))),
+        "centroid": [round(cx, 2), round(cy, 2)],
+        "area_px": int(merged.area[i]),
+    }
+    if placement.pixel_area_um2 is not None:
+        props["measurements"] = {"Area um^2": round(float(merged.area[i]) * placement.pixel_area_um2, 3)}
+    return qupath_feature(
+        polygons,
+        object_type="detection",
+        class_name=inst_types.get(t, f"type_{t}") if t > 0 else None,
+        class_index=t,
+        properties=props,
+        scale=placement.scale,
+        offset=placement.offset,
+        decimals=2,
+    )
+
+
+def slide_features(
+    *,
+    sem_low: np.ndarray,
+    low_step: int,
+    instances: Iterable[tuple[int, Sequence[Polygon]]],
+    merged: MergeResult,
+    placement: Placement,
+    sem_classes: Mapping[int, str],
+    inst_types: Mapping[int, str],
+    region_min_um2: float,
+    draw: Callable[[Sequence[Polygon], int], None] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """The slide's QuPath features, one at a time: tissue regions (annotations), then every nucleus (detections).
+
+    Regions are outlined on ``sem_low`` without regions or holes smaller than ``region_min_um2`` (64 samples when
+    the pixel size is unknown), so that annotations outline tissue, not every speck (:func:`region_polygons`).
+
+    Args:
+        sem_low: region classes sampled every ``low_step`` region pixels.
+        low_step: its sampling step.
+        instances: ``(instance id, polygons in region pixels)`` of every nucleus
+            (:func:`coseg.wsi.merge.instance_polygons`).
+        merged: the merged instances.
+        placement: region pixels to level 0.
+        sem_classes, inst_types: class names by index.
+        region_min_um2: smallest region or hole outlined.
+        draw: called as ``draw(polygons, type)`` for every nucleus (e.g. the overlay's, :func:`draw_overlay`).
+
+    Yields:
+        feature dictionaries for :func:`coseg.histo.geojson.write_geojson`.
+    """
+    area_um2 = placement.pixel_area_um2
+    min_size = 64 if area_um2 is None else max(1, int(round(region_min_um2 / (area_um2 * low_step * low_step))))
+    regions = remove_small_regions(sem_low, min_size=min_size, include_background=True)
+    sy, sx = placement.scale
+    oy, ox = placement.offset
+    for c in range(1, len(sem_classes)):
+        polys = region_polygons(regions == c)
+        if polys:
+            yield qupath_feature(
+                polys,
+                object_type="annotation",
+                class_name=sem_classes[c],
+                class_index=c,
+                scale=(sy * low_step, sx * low_step),
+                offset=(oy / low_step, ox / low_step),
+                decimals=2,
+            )
+    for fid, polys in instances:
+        i = fid - 1
+        if draw is not None:
+            draw(polys, int(merged.types[i]))
+        yield _nucleus_feature(merged, i, polys, placement, sem_classes, inst_types)
+
+
+def summarise_nuclei(
+    merged: MergeResult,
+    sem_pixels: np.ndarray,
+    placement: Placement,
+    *,
+    sem_classes: Mapping[int, str],
+    inst_types: Mapping[int, str],
+) -> dict[str, Any]:
+    """Counts of nuclei per type, overall and per tissue class, with the tissue areas and densities.
+
+    Args:
+        merged: the merged instances.
+        sem_pixels: ``(S,)`` pixels of the region per tissue class.
+        placement: for the pixel area.
+        sem_classes, inst_types: class names by index.
+
+    Returns:
+        ``{"nuclei": N, "counts": {type: n}, "tissue": {class: {"area_px", "area_mm2", "nuclei": {type: n},
+        "nuclei_total", "density_per_mm2": {type: per mm², "all": ...}}}}`` (``density_per_mm2`` only when the area
+        is known and not zero).
+    """
+    k = len(inst_types)
+    counts = np.bincount(merged.types, minlength=k) if len(merged) else np.zeros(k, np.int64)
+    px_area_mm2 = None if placement.pixel_area_um2 is None else placement.pixel_area_um2 * 1e-6
+    tissue: dict[str, Any] = {}
+    for c, cname in sem_classes.items():
+        sel = merged.tissue == c
+        per_type = np.bincount(merged.types[sel], minlength=k) if sel.any() else np.zeros(k, np.int64)
+        area_mm2 = None if px_area_mm2 is None else float(sem_pixels[c]) * px_area_mm2
+        entry: dict[str, Any] = {
+            "area_px": int(sem_pixels[c]),
+            "area_mm2": area_mm2,
+            "nuclei": {inst_types[t]: int(per_type[t]) for t in range(1, k)},
+            "nuclei_total": int(per_type[1:].sum()),
+        }
+        if area_mm2:
+            entry["density_per_mm2"] = {inst_types[t]: float(per_type[t]) / area_mm2 for t in range(1, k)}
+            entry["density_per_mm2"]["all"] = float(per_type[1:].sum()) / area_mm2
+        tissue[cname] = entry
+    return {
+        "nuclei": len(merged),
+        "counts": {inst_types[t]: int(counts[t]) for t in range(1, k)},
+        "tissue": tissue,
+    }
