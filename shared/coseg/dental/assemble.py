@@ -178,7 +178,14 @@ def assemble_dental_prediction(
     semantic = geometry.from_model(np.asarray(sem_slices).astype(np.uint8, copy=False))
     inst_c = geometry.model_to_canonical(np.asarray(inst_slices))
     type_c = geometry.model_to_canonical(np.asarray(type_slices))
-    linked = link_instances_3d(inst_c, type_c, min_overlap=min_overlap, max_gap=max_gap, merge_young=merge_young)
+    linked = link_instances_3d(
+        inst_c,
+        type_c,
+        min_overlap=min_overlap,
+        max_gap=max_gap,
+        merge_young=merge_young,
+        groups=fdi_class_lut("jaw") if numbering == "learned" else None,  # teeth of two jaws never link
+    )
     teeth_ids = geometry.from_canonical(linked.labels)
     types = dict(linked.types)
     votes = fdi_votes(linked.labels, type_c, len(linked.types)) if numbering == "learned" else None
