@@ -55,7 +55,7 @@ def slide(tmp_path_factory, nuclei) -> tuple:
 def _inferer(output_dir, **kwargs) -> WholeSlideInferer:
     """The inferer with small tiles; ``kwargs`` flat, as ``python -m coseg.wsi`` gives them (sorted into the
     reading / tiling / outputs settings by :func:`coseg.wsi.group_options`)."""
-    options = group_options({"tile_size": 128, "output_tile": 64, "margin": 24, "workers": 1, **kwargs})
+    options = group_options({"tile_size": 128, "output_tile": 64, "margin": 24, "workers": 0, **kwargs})
     args = {
         "network": PointwiseNet(),
         "inferer": micro_inferer(batch=8),

@@ -24,10 +24,10 @@ Every file is written under a temporary name and renamed when complete (:func:`c
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,8 @@ from coseg.io import atomic_write_path, temporary_sibling_dir
 from coseg.postprocess import remove_small_regions
 from coseg.visualize import REGION_COLOURS, TYPE_COLOURS
 from coseg.wsi.merge import MergeResult
-from coseg.wsi.parts import stored_bands
-from coseg.wsi.tiling import TilePlan
+from coseg.wsi.parts import stored_bands, write_npz
+from coseg.wsi.tiling import Placement, TilePlan
 
 __all__ = [
     "Placement",
@@ -49,6 +49,8 @@ __all__ = [
     "write_label_maps",
     "write_instance_table",
     "slide_features",
+    "nucleus_feature_text",
+    "write_label_map",
     "summarise_nuclei",
     "draw_overlay",
     "pyramid_shapes",
@@ -134,7 +136,7 @@ def write_label_pyramid(
                 stacked = np.concatenate(pending[level])
                 part, rest = stacked[:tile], stacked[tile:]
                 name = os.path.join(spool, f"level{level}_{len(spooled[level])}.npz")
-                np.savez_compressed(name, rows=part)
+                write_npz(name, {"rows": part})
                 spooled[level].append(name)
                 pending[level] = [rest] if rest.shape[0] else []
                 pending_rows[level] = rest.shape[0]
@@ -275,37 +277,6 @@ def draw_overlay(
 # ---- the outputs of one slide ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Placement:
-    """Where the region's pixels lie on the slide: level-0 ``X = (x + ox) * sx``, ``Y = (y + oy) * sy``.
-
-    Attributes:
-        scale: ``(sy, sx)`` level-0 pixels per working pixel.
-        offset: ``(oy, ox)`` the region's origin in working pixels.
-        mpp: ``(y, x)`` working pixel size in micrometres; ``None`` when the file does not record it.
-    """
-
-    scale: tuple[float, float]
-    offset: tuple[float, float]
-    mpp: tuple[float, float] | None
-
-    @classmethod
-    def of(cls, image: Any) -> Placement:
-        """The placement of a :class:`~coseg.wsi.reader.WorkingImage` (its ``to_level0``, ``roi`` and ``mpp``)."""
-        sy, sx = image.to_level0
-        mpp = None if image.mpp is None else (float(image.mpp[0]), float(image.mpp[1]))
-        return cls(scale=(float(sy), float(sx)), offset=(float(image.roi[0]), float(image.roi[1])), mpp=mpp)
-
-    def point(self, x: float, y: float) -> tuple[float, float]:
-        """Level-0 ``(X, Y)`` of region coordinates ``(x, y)`` given in QuPath's convention (pixel edges)."""
-        return (x + self.offset[1]) * self.scale[1], (y + self.offset[0]) * self.scale[0]
-
-    @property
-    def pixel_area_um2(self) -> float | None:
-        """Area of one working pixel in square micrometres."""
-        return None if self.mpp is None else self.mpp[0] * self.mpp[1]
-
-
 def write_label_maps(
     outputs: Mapping[str, Path],
     *,
@@ -315,7 +286,8 @@ def write_label_maps(
     tile: int,
     mpp: tuple[float, float] | None,
 ) -> None:
-    """Write the instance, type and region maps of the region as pyramidal TIFFs (:func:`write_label_pyramid`).
+    """Write the instance, type and region maps of the region as pyramidal TIFFs (:func:`write_label_map` for
+    each; :mod:`coseg.wsi.run` hands the three to worker processes).
 
     Args:
         outputs: ``{"inst": path, "type": path, "sem": path, ...}``.
@@ -325,25 +297,64 @@ def write_label_maps(
         tile: TIFF tile side.
         mpp: working pixel size, for the resolution tags.
     """
-    inst_dtype = np.uint16 if len(merged) < 2**16 else np.uint32
-    type_lut = np.concatenate([[0], merged.types]).astype(np.uint8)
-    for kind, dtype in (("inst", inst_dtype), ("type", np.uint8), ("sem", np.uint8)):
-
-        def mapping(t: tuple[int, int], band: np.ndarray, kind: str = kind) -> np.ndarray:
-            if kind == "sem":
-                return band
-            ids = merged.luts[t][band]
-            return type_lut[ids] if kind == "type" else ids
-
-        write_label_pyramid(
-            outputs[kind],
-            stored_bands(plan, records, "sem" if kind == "sem" else "inst", tile, mapping, dtype),
-            shape=(plan.height, plan.width),
-            dtype=dtype,
-            tile=tile,
-            mpp=mpp,
-            description=f"coseg {kind} map",
+    for kind in LABEL_MAPS:
+        write_label_map(
+            outputs[kind], kind, plan=plan, records=records, luts=merged.luts, types=merged.types, tile=tile, mpp=mpp
         )
+
+
+#: the label maps written for each slide
+LABEL_MAPS = ("inst", "type", "sem")
+
+
+def write_label_map(
+    path: str | os.PathLike,
+    kind: str,
+    *,
+    plan: TilePlan,
+    records: Mapping[tuple[int, int], Path],
+    luts: Mapping[tuple[int, int], np.ndarray],
+    types: np.ndarray,
+    tile: int,
+    mpp: tuple[float, float] | None,
+) -> None:
+    """Write one label map of the region as a pyramidal TIFF (:func:`write_label_pyramid`): nucleus ids
+    (``"inst"``, ``uint16``, ``uint32`` beyond 65535 nuclei), nucleus types (``"type"``) or region classes
+    (``"sem"``).
+
+    Args:
+        path: the ``.tif``.
+        kind: ``"inst"``, ``"type"`` or ``"sem"``.
+        plan: the tile plan.
+        records: the tile records, keyed by tile; their label maps were stored in bands of ``tile`` rows.
+        luts: per tile, local piece id -> slide instance id (:attr:`coseg.wsi.merge.MergeResult.luts`).
+        types: ``(N,)`` type of each slide instance.
+        tile: TIFF tile side.
+        mpp: working pixel size, for the resolution tags.
+
+    Raises:
+        ValueError: an unknown ``kind``.
+    """
+    if kind not in LABEL_MAPS:
+        raise ValueError(f"kind must be one of {LABEL_MAPS}, got {kind!r}")
+    dtype = (np.uint16 if len(types) < 2**16 else np.uint32) if kind == "inst" else np.uint8
+    type_lut = np.concatenate([[0], types]).astype(np.uint8)
+
+    def mapping(t: tuple[int, int], band: np.ndarray) -> np.ndarray:
+        if kind == "sem":
+            return band
+        ids = luts[t][band]
+        return type_lut[ids] if kind == "type" else ids
+
+    write_label_pyramid(
+        path,
+        stored_bands(plan, records, "sem" if kind == "sem" else "inst", tile, mapping, dtype),
+        shape=(plan.height, plan.width),
+        dtype=dtype,
+        tile=tile,
+        mpp=mpp,
+        description=f"coseg {kind} map",
+    )
 
 
 _CSV_COLUMNS = (
@@ -409,14 +420,28 @@ def write_instance_table(
             )
 
 
-def _nucleus_feature(
+def nucleus_feature_text(
     merged: MergeResult,
     i: int,
-    polygons: Sequence[Polygon],
+    geometry: str,
     placement: Placement,
     sem_classes: Mapping[int, str],
     inst_types: Mapping[int, str],
-) -> dict[str, Any]:
+) -> str:
+    """One nucleus as a QuPath detection, as the JSON text :func:`coseg.histo.geojson.write_geojson` writes for
+    the feature :func:`coseg.histo.geojson.qupath_feature` makes (the same bytes), its geometry given as text
+    (:func:`coseg.wsi.merge.geometry_text`, rendered by the worker that post-processed the tile).
+
+    Args:
+        merged: the merged instances.
+        i: the instance's row (id - 1).
+        geometry: its geometry as JSON text, level-0 pixels.
+        placement: region pixels to level 0.
+        sem_classes, inst_types: class names by index.
+
+    Returns:
+        the feature's JSON text.
+    """
     t = int(merged.types[i])
     cx, cy = placement.point(merged.centroid[i, 0] + 0.5, merged.centroid[i, 1] + 0.5)
     props: dict[str, Any] = {
@@ -429,31 +454,31 @@ def _nucleus_feature(
     }
     if placement.pixel_area_um2 is not None:
         props["measurements"] = {"Area um^2": round(float(merged.area[i]) * placement.pixel_area_um2, 3)}
-    return qupath_feature(
-        polygons,
+    feature = qupath_feature(
+        [],
         object_type="detection",
         class_name=inst_types.get(t, f"type_{t}") if t > 0 else None,
         class_index=t,
         properties=props,
-        scale=placement.scale,
-        offset=placement.offset,
-        decimals=2,
     )
+    properties = json.dumps(feature["properties"], separators=(",", ":"))
+    return f'{{"type":"Feature","geometry":{geometry},"properties":{properties}}}'
 
 
 def slide_features(
     *,
     sem_low: np.ndarray,
     low_step: int,
-    instances: Iterable[tuple[int, Sequence[Polygon]]],
+    instances: Iterable[tuple[int, Sequence[Polygon], str]],
     merged: MergeResult,
     placement: Placement,
     sem_classes: Mapping[int, str],
     inst_types: Mapping[int, str],
     region_min_um2: float,
     draw: Callable[[Sequence[Polygon], int], None] | None = None,
-) -> Iterator[dict[str, Any]]:
-    """The slide's QuPath features, one at a time: tissue regions (annotations), then every nucleus (detections).
+) -> Iterator[dict[str, Any] | str]:
+    """The slide's QuPath features, one at a time: tissue regions (annotations, feature dictionaries), then every
+    nucleus (detections, as JSON text: :func:`nucleus_feature_text`).
 
     Regions are outlined on ``sem_low`` without regions or holes smaller than ``region_min_um2`` (64 samples when
     the pixel size is unknown), so that annotations outline tissue, not every speck (:func:`region_polygons`).
@@ -461,7 +486,7 @@ def slide_features(
     Args:
         sem_low: region classes sampled every ``low_step`` region pixels.
         low_step: its sampling step.
-        instances: ``(instance id, polygons in region pixels)`` of every nucleus
+        instances: ``(instance id, polygons in region pixels, geometry text in level-0 pixels)`` of every nucleus
             (:func:`coseg.wsi.merge.instance_polygons`).
         merged: the merged instances.
         placement: region pixels to level 0.
@@ -470,7 +495,7 @@ def slide_features(
         draw: called as ``draw(polygons, type)`` for every nucleus (e.g. the overlay's, :func:`draw_overlay`).
 
     Yields:
-        feature dictionaries for :func:`coseg.histo.geojson.write_geojson`.
+        features for :func:`coseg.histo.geojson.write_geojson` (dictionaries or their JSON text).
     """
     area_um2 = placement.pixel_area_um2
     min_size = 64 if area_um2 is None else max(1, int(round(region_min_um2 / (area_um2 * low_step * low_step))))
@@ -489,11 +514,11 @@ def slide_features(
                 offset=(oy / low_step, ox / low_step),
                 decimals=2,
             )
-    for fid, polys in instances:
+    for fid, polys, geometry in instances:
         i = fid - 1
         if draw is not None:
             draw(polys, int(merged.types[i]))
-        yield _nucleus_feature(merged, i, polys, placement, sem_classes, inst_types)
+        yield nucleus_feature_text(merged, i, geometry, placement, sem_classes, inst_types)
 
 
 def summarise_nuclei(
