@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import platform
 import subprocess
 import sys
@@ -52,9 +54,15 @@ from coseg.inferers import CoSegSlidingWindowInferer
 from coseg.keys import OutputKeys
 from coseg.losses import compute_hv_maps
 from coseg.metrics.instance import panoptic_quality
-from coseg.postprocess import params_for_resolution, postprocess_outputs
+from coseg.postprocess import (
+    hv_watershed,
+    instance_table,
+    params_for_resolution,
+    postprocess_outputs,
+    remove_small_regions,
+)
 from coseg.transforms import SAM2Normalized
-from coseg.wsi import OutputSettings, TilePlan, TileSettings, WholeSlideInferer
+from coseg.wsi import OutputSettings, TilePlan, TileSettings, WholeSlideInferer, reduce_outputs
 
 REPO = Path(__file__).resolve().parents[1]
 CONSEP = REPO.parent / "shared" / "data" / "consep256" / "train"
@@ -259,6 +267,232 @@ def agreement(size: int, work: Path) -> list[dict]:
     return rows
 
 
+# ---- the CPU side alone ------------------------------------------------------------------------------------------
+
+
+class MapsInferer(WholeSlideInferer):
+    """The whole-slide pipeline with the network side replaced by precomputed maps: every tile's context is cut from
+    ``maps`` (the reduced outputs of the whole region), so only the post-processing, the merge and the writers run
+    (the network, the reading and the blending are what a GPU does)."""
+
+    def __init__(self, maps: dict[str, np.ndarray], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.maps = maps
+
+    def _tile_maps(self, image, plan, tiles):
+        for tile in tiles:
+            box = plan.context(*tile)
+            yield (
+                tile,
+                {k: np.ascontiguousarray(v[..., box.y0 : box.y1, box.x0 : box.x1]) for k, v in self.maps.items()},
+            )
+
+
+def plain_tiling_maps(maps: dict[str, np.ndarray], plan: TilePlan, watershed, *, num_types: int) -> None:
+    """What a naive tiler does with the same maps: every tile's context through the watershed, the instance table and
+    the semantic clean-up of the whole-image path (``postprocess_outputs`` after its activation and arg-maxes), no
+    merge, no output."""
+    for tile in plan.tiles():
+        box = plan.context(*tile)
+        crop = {k: v[..., box.y0 : box.y1, box.x0 : box.x1] for k, v in maps.items()}
+        inst = hv_watershed(crop["prob"], crop["hv"], params=watershed)
+        instance_table(inst, crop["type"], num_types=num_types, with_contours=False)
+        remove_small_regions(crop["sem"], min_size=1, connectivity=1, fill="neighbours")
+
+
+def _load() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def cpu_side(size: int, tile: int, workers: list[int], work: Path, repeat: int) -> dict:
+    """The CPU side alone (precomputed maps, :class:`MapsInferer`), side by side: plain tiling in one process and
+    the whole-slide pipeline with each number of worker processes, interleaved, best of ``repeat`` (after a warm-up
+    that starts the fork server)."""
+    rgb, gt = mosaic(size, seed=4)
+    if gt is None:
+        return {}
+    encoded = encode(gt, True)
+    path = work / "cpu_side.png"
+    Image.fromarray(encoded).save(path)
+    with torch.no_grad():
+        outputs = ExactNet().eval()(normalise(encoded)[None])
+    maps = reduce_outputs({k: v[0] for k, v in outputs.items()})
+    del outputs
+    ws = params_for_resolution(magnification=40)
+    plan = TilePlan(height=size, width=size, tile_size=tile, margin=63, roi_size=(256, 256), overlap=(0.25, 0.25))
+    mpx = size * size / 1e6
+
+    def run_wsi(n: int) -> dict:
+        runner = MapsInferer(
+            maps,
+            network=ExactNet().eval(),
+            inferer=CoSegSlidingWindowInferer(roi_size=(256, 256), sw_batch_size=16, overlap=0.25, mode="gaussian"),
+            sem_classes=SEM,
+            inst_types=TYPES,
+            output_dir=work / f"cpu_side_{n}",
+            watershed=ws,
+            tiling=TileSettings(tile_size=tile, margin=63, tissue_detection=False, workers=n),
+            outputs=OutputSettings(output_tile=256, overwrite=True),
+            progress=False,
+        )
+        cpu0, start = time.process_time(), time.perf_counter()
+        summary = runner(path)[0].summary
+        wall, main_cpu = time.perf_counter() - start, time.process_time() - cpu0
+        t = summary["timing"]
+        # CPU of the whole run: this process, plus the workers' tiles and label maps (with 0 workers both are ours)
+        worker_cpu = (t["postprocess_cpu_s"] + t["label_tiffs_cpu_s"]) if n else 0.0
+        return {"wall_s": wall, "cpu_s": main_cpu + worker_cpu, "summary": summary}
+
+    run_wsi(max(workers))  # warm-up: the fork server's imports, the file caches
+    best_plain = float("inf")
+    plain_cpu = float("inf")
+    best: dict[int, dict] = {}
+    loads = []
+    for _ in range(repeat):
+        loads.append(_load())
+        cpu0, start = time.process_time(), time.perf_counter()
+        plain_tiling_maps(maps, plan, ws, num_types=len(TYPES))
+        best_plain = min(best_plain, time.perf_counter() - start)
+        plain_cpu = min(plain_cpu, time.process_time() - cpu0)
+        for n in workers:
+            r = run_wsi(n)
+            if n not in best or r["wall_s"] < best[n]["wall_s"]:
+                best[n] = r
+    loads.append(_load())
+    rows = []
+    one = best.get(1)
+    for n in workers:
+        r, t = best[n], best[n]["summary"]["timing"]
+        rows.append(
+            {
+                "workers": n,
+                "wall_s": round(r["wall_s"], 3),
+                "mpx_per_s": round(mpx / r["wall_s"], 3),
+                "mpx_per_s_per_process": round(mpx / r["wall_s"] / max(1, n), 3),
+                "over_plain": round(best_plain / r["wall_s"], 3),
+                "speedup_over_1_worker": round(one["wall_s"] / r["wall_s"], 3) if one else None,
+                "cpu_s_all_processes": round(r["cpu_s"], 3),
+                "cpu_over_plain": round(r["cpu_s"] / plain_cpu, 3),
+                "tiles_s": t["tiles_s"],
+                "finalise_s": t["finalise_s"],
+                "postprocess_cpu_s": t["postprocess_cpu_s"],
+                "postprocess_mpx_per_cpu_s": round(mpx / t["postprocess_cpu_s"], 3) if t["postprocess_cpu_s"] else None,
+                "finalise_steps_s": {
+                    k: v for k, v in t.items() if k.endswith("_s") and k not in ("tiles_s", "finalise_s")
+                },
+                "worker_peak_rss_mb": t["worker_peak_rss_mb"],
+                "nuclei": r["summary"]["nuclei"],
+            }
+        )
+    return {
+        "image": [size, size],
+        "tile": tile,
+        "margin": 63,
+        "tiles": plan.n_rows * plan.n_cols,
+        "nuclei": rows[0]["nuclei"],
+        "repeat": repeat,
+        "load_average_during": [round(v, 2) for v in loads],
+        "plain_tiling": {
+            "wall_s": round(best_plain, 3),
+            "cpu_s": round(plain_cpu, 3),
+            "mpx_per_s": round(mpx / best_plain, 3),
+        },
+        "whole_slide": rows,
+    }
+
+
+class _TimedNetwork(nn.Module):
+    """The ``tiny`` network timed in every call (its outputs discarded), returning :class:`ExactNet`'s outputs, so
+    that the post-processing meets real nuclei while the network costs what ``tiny`` costs."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.exact = ExactNet()
+        self.busy_s = 0.0
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        start = time.perf_counter()
+        self.net(x)
+        self.busy_s += time.perf_counter() - start
+        return self.exact(x)
+
+
+def network_share(size: int, work: Path, workers: list[int]) -> list[dict]:
+    """With the ``tiny`` network (trained weights when ``bundles/coseg_histo/models/model.pt`` exists, else random)
+    on the CPU: the share of the whole-slide run's wall time the network is busy, per number of workers."""
+    from coseg.networks import CoSegPlusPlus
+
+    _, gt = mosaic(size, seed=5)
+    if gt is None:
+        return []
+    path = work / "tiny_share.png"
+    Image.fromarray(encode(gt, True)).save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = CoSegPlusPlus.from_preset("tiny", num_sem_classes=3, num_inst_types=4, freeze_encoder=False).eval()
+    model_pt = REPO / "bundles" / "coseg_histo" / "models" / "model.pt"
+    weights = "random"
+    if model_pt.is_file():
+        state = torch.load(model_pt, map_location="cpu", weights_only=True)
+        net.load_state_dict(state.get("model", state))
+        weights = str(model_pt)
+    timed = _TimedNetwork(net).eval()
+    with torch.no_grad():
+        timed(torch.zeros(1, 3, 256, 256))
+    rows = []
+    for n in workers:
+        timed.busy_s = 0.0
+        start = time.perf_counter()
+        run = wsi(timed, path, work / f"tiny_{n}", 256, 4, 512, workers=n)
+        wall = time.perf_counter() - start
+        rows.append(
+            {
+                "workers": n,
+                "weights": weights,
+                "image": [size, size],
+                "window": 256,
+                "tile": 512,
+                "wall_s": round(wall, 3),
+                "network_busy_s": round(timed.busy_s, 3),
+                "network_share": round(timed.busy_s / wall, 3),
+                "tiles_phase_network_share": round(timed.busy_s / run["tiles_s"], 3),
+                "nuclei": run["summary"]["nuclei"],
+                "load_average": round(_load(), 2),
+            }
+        )
+    return rows
+
+
+def projection(cpu: dict, *, gmac: float = 1002.8, peak_tflops: float = 990.0, utilisation: float = 0.4) -> dict:
+    """How many CPU cores keep one GPU busy: the GPU's rate in Mpx/s for the ``paper`` preset (1024² windows,
+    overlap 0.25: a window adds 768² new pixels) from its FLOP count at ``utilisation`` of ``peak_tflops`` dense
+    bf16, against the measured CPU seconds per Mpx of the whole-slide pipeline (all processes, the network excepted)."""
+    if not cpu:
+        return {}
+    ms_per_window = 2 * gmac * 1e9 / (utilisation * peak_tflops * 1e12) * 1e3
+    new_px = (1024 * 0.75) ** 2 / 1e6
+    mpx = cpu["image"][0] * cpu["image"][1] / 1e6
+    # CPU seconds per Mpx: the most economical run (fewest processes) of the whole pipeline
+    cpu_s_per_mpx = min(r["cpu_s_all_processes"] for r in cpu["whole_slide"]) / mpx
+    out = {
+        "assumption": f"paper preset {gmac} GMAC per 1024² window incl. attention, {utilisation:.0%} of "
+        f"{peak_tflops:.0f} dense bf16 TFLOP/s (H100/H200 SXM), overlap 0.25 (768² new pixels per window)",
+        "cpu_s_per_mpx": round(cpu_s_per_mpx, 4),
+        "rows": [],
+    }
+    for ms in (round(ms_per_window, 2), 20.0, 50.0):
+        gpu_mpx_s = new_px / (ms / 1e3)
+        out["rows"].append(
+            {
+                "ms_per_window": ms,
+                "gpu_mpx_per_s": round(gpu_mpx_s, 1),
+                "cores_for_post_processing": math.ceil(gpu_mpx_s * cpu_s_per_mpx),
+            }
+        )
+    return out
+
+
 _MEMORY_CHILD = """
 import sys, numpy as np, tifffile
 sys.path.insert(0, {bench!r})
@@ -312,10 +546,13 @@ def main() -> None:
     parser.add_argument(
         "--parts",
         nargs="*",
-        default=["throughput", "agreement", "memory"],
+        default=["cpu_side", "network_share", "throughput", "agreement", "memory"],
         help="which parts to run; the others keep their last results in the JSON",
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs of each path in the throughput part (best kept)")
+    parser.add_argument("--cpu-size", type=int, default=4096, help="side of the mosaic of the CPU-side part")
+    parser.add_argument("--cpu-tile", type=int, default=1024, help="tile size of the CPU-side part")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="worker processes to compare")
     args = parser.parse_args()
     torch.manual_seed(0)
     results: dict = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.is_file() else {}
@@ -323,6 +560,11 @@ def main() -> None:
     results["torch"] = torch.__version__
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        if "cpu_side" in args.parts:
+            results["cpu_side"] = cpu_side(args.cpu_size, args.cpu_tile, args.workers, work, args.repeat)
+            results["projection"] = projection(results["cpu_side"])
+        if "network_share" in args.parts:
+            results["network_share_tiny"] = network_share(1024, work, args.workers)
         if "throughput" in args.parts:
             results["throughput"] = throughput(args.size, args.checkpoint, args.tiny, work, repeat=args.repeat)
         if "agreement" in args.parts:
@@ -331,6 +573,25 @@ def main() -> None:
             results["memory"] = memory(args.size, work)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1), encoding="utf-8")
+    cpu = results.get("cpu_side")
+    if cpu:
+        plain = cpu["plain_tiling"]
+        print(f"CPU side alone, {cpu['image'][0]}² mosaic, tiles of {cpu['tile']}, {cpu['nuclei']} nuclei")
+        print(f"plain tiling: {plain['wall_s']:.2f} s, {plain['mpx_per_s']:.2f} Mpx/s")
+        print(f"{'workers':>7} {'wall s':>7} {'Mpx/s':>7} {'/plain':>7} {'/1 wkr':>7} {'CPU s':>7} {'CPU/plain':>9}")
+        for r in cpu["whole_slide"]:
+            print(
+                f"{r['workers']:>7} {r['wall_s']:>7.2f} {r['mpx_per_s']:>7.2f} {r['over_plain']:>7.2f} "
+                f"{r['speedup_over_1_worker'] or 0:>7.2f} {r['cpu_s_all_processes']:>7.2f} {r['cpu_over_plain']:>9.2f}"
+            )
+        print(f"load average during the runs: {cpu['load_average_during']}")
+        for r in results.get("projection", {}).get("rows", []):
+            print(
+                f"GPU at {r['ms_per_window']} ms/window: {r['gpu_mpx_per_s']} Mpx/s, "
+                f"{r['cores_for_post_processing']} cores"
+            )
+    for r in results.get("network_share_tiny", []):
+        print(f"tiny network, {r['workers']} workers: busy {r['network_share']:.0%} of {r['wall_s']:.1f} s")
     head = ("model", "tiles", "whole s", "plain s", "wsi s", "tiles/s", "wsi/plain", "PQ")
     print("{:<6} {:>5} {:>8} {:>8} {:>7} {:>8} {:>9} {:>6}".format(*head))
     for r in results.get("throughput", []):

@@ -43,7 +43,7 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from coseg.histo.geojson import mask_to_polygons, polygons_geometry
+from coseg.histo.geojson import mask_to_polygons
 from coseg.keys import OutputKeys
 from coseg.postprocess import WatershedParams, hv_watershed, remove_small_regions
 from coseg.postprocess._inputs import object_probability
@@ -59,6 +59,7 @@ __all__ = [
     "vote_types",
     "group_polygons",
     "geometry_text",
+    "geometry_texts",
     "instance_polygons",
     "assemble_low",
 ]
@@ -234,17 +235,15 @@ def process_tile(
     border = edge_ids[1:]
 
     polygons: list[list[Polygon]] = []
-    geometry: list[str] = []
     masks: dict[int, tuple[np.ndarray, int, int]] = {}
     for k, (sy, sx) in enumerate(slices, start=1):
         mask = inst[sy, sx] == k
         x0, y0 = sx.start + core.x0, sy.start + core.y0
         polygons.append(_outline(mask, x0, y0))
-        if placement is not None:
-            geometry.append(geometry_text(polygons[-1], placement))
         if border[k - 1]:
             masks[k] = (mask, x0, y0)
 
+    geometry = geometry_texts(polygons, placement) if placement is not None else []
     lines = {}
     for side in neighbours:
         if side == "top":
@@ -510,17 +509,51 @@ def _traced_outline(mask: np.ndarray, x0: int, y0: int) -> list[Polygon] | None:
 
 def geometry_text(polygons: Sequence[Polygon], placement: Placement) -> str:
     """The GeoJSON geometry of an object's polygons (region pixels) in level-0 pixels, rounded to 2 decimals, as the
-    compact JSON text :func:`coseg.histo.geojson.write_geojson` writes for it.
+    compact JSON text :func:`coseg.histo.geojson.write_geojson` writes for
+    :func:`coseg.histo.geojson.polygons_geometry`'s geometry (the same bytes).
 
     Args:
-        polygons: the object's polygons (:func:`coseg.histo.geojson.polygons_geometry`).
+        polygons: the object's polygons (region pixels).
         placement: where the region lies on the slide.
 
     Returns:
         the JSON text.
     """
-    geometry = polygons_geometry(polygons, scale=placement.scale, offset=placement.offset, decimals=2)
-    return json.dumps(geometry, separators=(",", ":"))
+    return geometry_texts([polygons], placement)[0]
+
+
+def geometry_texts(objects: Sequence[Sequence[Polygon]], placement: Placement) -> list[str]:
+    """:func:`geometry_text` of many objects, their vertices mapped and rounded in one pass.
+
+    Args:
+        objects: each object's polygons (region pixels).
+        placement: where the region lies on the slide.
+
+    Returns:
+        one JSON text per object.
+    """
+    rings = [np.asarray(r, dtype=np.float64) for polys in objects for poly in polys for r in poly]
+    sy, sx = placement.scale
+    oy, ox = placement.offset
+    if rings:
+        xy = np.concatenate(rings)
+        # the arithmetic of polygons_geometry(..., decimals=2), vertex by vertex
+        points = np.round(np.stack([(xy[:, 0] + ox) * sx, (xy[:, 1] + oy) * sy], axis=1), 2).tolist()
+    start = 0
+    out = []
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    for polys in objects:
+        coords = []
+        for poly in polys:
+            rings_out = []
+            for r in poly:
+                ring = points[start : start + len(r)]
+                start += len(r)
+                rings_out.append(ring + ring[:1])
+            coords.append(rings_out)
+        kind = {"type": "Polygon", "coordinates": coords[0]} if len(coords) == 1 else None
+        out.append(dumps(kind if kind is not None else {"type": "MultiPolygon", "coordinates": coords}))
+    return out
 
 
 def instance_polygons(

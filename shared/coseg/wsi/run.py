@@ -449,6 +449,7 @@ class WholeSlideInferer:
             timing["workers"] = self.workers
             timing["postprocess_cpu_s"] = round(work.cpu_s, 3)
             timing["worker_peak_rss_mb"] = None if work.peak_rss_mb is None else round(work.peak_rss_mb)
+            timing["tiles_in_flight_max"] = work.peak_pending
             with atomic_write_path(files.outputs["summary"]) as tmp:
                 tmp.write_text(json.dumps(summary, indent=1), encoding="utf-8")
         if not self.outputs.keep_parts:
@@ -554,6 +555,7 @@ class WholeSlideInferer:
                 bar.update(1)
         finally:
             bar.close()
+        work.peak_pending = pool.peak_pending
         return work
 
     def _finalise(
@@ -667,6 +669,7 @@ class _TileWork:
     done: int = 0
     cpu_s: float = 0.0
     peak_rss_mb: float | None = None
+    peak_pending: int = 0
     pids: set[int] = field(default_factory=set)
 
     def add(self, stats: TaskStats) -> None:

@@ -19,9 +19,12 @@ forked from the main process, which may hold CUDA and thread pools that do not s
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import sys
 import time
+import types
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -110,6 +113,23 @@ def _context() -> multiprocessing.context.BaseContext:
     return ctx
 
 
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start worker processes without the caller's ``__main__``.
+
+    A fork-server or spawned child re-imports the parent's main script (to unpickle what it defines) unless the
+    script guards its work with ``if __name__ == "__main__":``; an unguarded script would run again in every worker
+    and fail. The workers only run functions of this package, so while they start, ``__main__`` is a bare module.
+    """
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
 class WorkerPool:
     """Worker processes with a bounded number of tasks in flight (module docstring).
 
@@ -166,7 +186,11 @@ class WorkerPool:
             except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future, as a pool does
                 future.set_exception(exc)
             return future
-        return self._pool().submit(_measured, fn, *args)
+        with _main_module_hidden():  # the pool starts its processes on demand, in submit
+            try:
+                return self._pool().submit(_measured, fn, *args)
+            except BrokenProcessPool as exc:
+                raise WorkerError(_died("an earlier task")) from exc
 
     def imap(
         self, fn: Callable[..., Any], items: Iterable[tuple[Any, ...]], *, describe: Callable[[Any], str] = repr
@@ -187,7 +211,12 @@ class WorkerPool:
         """
         pending: deque[tuple[Future, Any]] = deque()
         for item in items:
-            pending.append((self.submit(fn, *item), item))
+            try:
+                future = self.submit(fn, *item)
+            except WorkerError as exc:  # the pool broke while earlier items were running
+                what = ", ".join(describe(done) for _, done in pending) or describe(item)
+                raise WorkerError(_died(f"one of {what}" if len(pending) > 1 else what)) from exc.__cause__
+            pending.append((future, item))
             self.peak_pending = max(self.peak_pending, len(pending))
             while pending and (len(pending) >= self.max_pending or pending[0][0].done()):
                 future, done = pending.popleft()
@@ -206,11 +235,15 @@ def result(future: Future, what: str = "a task") -> Any:
     try:
         return future.result()
     except BrokenProcessPool as exc:
-        raise WorkerError(
-            f"a whole-slide worker process died while working on {what} (killed, out of memory, or crashed); "
-            "the tiles finished so far are kept: run again to continue, with fewer --workers or a smaller "
-            "--tile-size if memory ran out"
-        ) from exc
+        raise WorkerError(_died(what)) from exc
+
+
+def _died(what: str) -> str:
+    return (
+        f"a whole-slide worker process died while working on {what} (killed, out of memory, or crashed); the tiles "
+        "finished so far are kept: run again to continue, with fewer --workers or a smaller --tile-size if memory "
+        "ran out"
+    )
 
 
 @dataclass(frozen=True)

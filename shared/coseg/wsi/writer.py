@@ -49,7 +49,7 @@ __all__ = [
     "write_label_maps",
     "write_instance_table",
     "slide_features",
-    "nucleus_feature_text",
+    "NucleusFeatures",
     "write_label_map",
     "summarise_nuclei",
     "draw_overlay",
@@ -192,11 +192,6 @@ def write_label_pyramid(
     return shapes
 
 
-def _signed_area(ring: np.ndarray) -> float:
-    x, y = ring[:, 0], ring[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
-
-
 def region_polygons(mask: np.ndarray) -> list[Polygon]:
     """Outlines of the regions of a binary mask, holes included, for tissue annotations.
 
@@ -220,14 +215,16 @@ def region_polygons(mask: np.ndarray) -> list[Polygon]:
     polygons: dict[int, Polygon] = {}
     holes: list[tuple[int, np.ndarray]] = []
     for i, contour in enumerate(contours):
-        ring = contour.reshape(-1, 2).astype(np.float64) + 0.5
-        if len(ring) < 3 or _signed_area(ring) == 0:
+        # the shoelace area of the integer points (the same as of the rings, which only shift them by 0.5)
+        area = cv2.contourArea(contour, oriented=True) if len(contour) >= 3 else 0.0
+        if area == 0:
             continue
+        ring = contour.reshape(-1, 2).astype(np.float64) + 0.5
         parent = int(hierarchy[0][i][3])
         if parent < 0:
-            polygons[i] = [ring if _signed_area(ring) > 0 else ring[::-1]]
+            polygons[i] = [ring if area > 0 else ring[::-1]]
         else:
-            holes.append((parent, ring if _signed_area(ring) < 0 else ring[::-1]))
+            holes.append((parent, ring if area < 0 else ring[::-1]))
     for parent, ring in holes:
         if parent in polygons:
             polygons[parent].append(ring)
@@ -260,10 +257,15 @@ def draw_overlay(
     if sem_low is not None and sem_low.size:
         rows = np.minimum((np.arange(h) * factor / low_step).astype(np.int64), sem_low.shape[0] - 1)
         cols = np.minimum((np.arange(w) * factor / low_step).astype(np.int64), sem_low.shape[1] - 1)
-        classes = sem_low[rows[:, None], cols[None, :]]
-        tint = np.asarray(REGION_COLOURS, np.float32)[classes % len(REGION_COLOURS)]
-        fg = classes > 0
-        canvas[fg] = np.round(canvas[fg] * (1 - alpha) + tint[fg] * alpha).astype(np.uint8)
+        classes = sem_low[rows][:, cols]
+        # every class's tinted value of every channel value (the arithmetic of a per-pixel blend): one table
+        # look-up per pixel
+        n = int(classes.max()) + 1
+        colours = np.asarray(REGION_COLOURS, np.float32)[np.arange(n) % len(REGION_COLOURS)] * alpha
+        values = np.arange(256, dtype=np.float64)
+        table = np.round(values[None, :, None] * (1 - alpha) + colours[:, None, :]).astype(np.uint8)
+        table[0] = np.arange(256, dtype=np.uint8)[:, None]  # background: untinted
+        canvas = table[classes.astype(np.intp)[..., None], canvas, np.arange(3)]
 
     def draw(polygons: Sequence[Polygon], type_id: int) -> None:
         rgb = tuple(int(v) for v in TYPE_COLOURS[int(type_id) % len(TYPE_COLOURS)])
@@ -392,77 +394,94 @@ def write_instance_table(
         sem_classes, inst_types: class names by index.
     """
     area_um2 = placement.pixel_area_um2
+    (sy, sx), (oy, ox) = placement.scale, placement.offset
+    # the arithmetic of Placement.point, column by column
+    cx = (merged.centroid[:, 0] + 0.5 + ox) * sx
+    cy = (merged.centroid[:, 1] + 0.5 + oy) * sy
+    box = merged.bbox.astype(np.float64)
+    bx0, bx1 = (box[:, 0] + ox) * sx, (box[:, 2] + ox) * sx
+    by0, by1 = (box[:, 1] + oy) * sy, (box[:, 3] + oy) * sy
+    types, tissue, area = merged.types.tolist(), merged.tissue.tolist(), merged.area.tolist()
+
+    def fmt(spec: str, values: np.ndarray) -> list[str]:
+        return [format(v, spec) for v in values.tolist()]
+
+    columns = [
+        merged.ids.tolist(),
+        types,
+        [inst_types.get(t, str(t)) for t in types],
+        fmt(".3f", merged.type_probs),
+        tissue,
+        [sem_classes.get(c, str(c)) for c in tissue],
+        fmt(".2f", cx),
+        fmt(".2f", cy),
+        area,
+        [""] * len(area) if area_um2 is None else fmt(".2f", merged.area * area_um2),
+        fmt(".1f", bx0),
+        fmt(".1f", by0),
+        fmt(".1f", bx1),
+        fmt(".1f", by1),
+    ]
     with atomic_write_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(_CSV_COLUMNS)
-        for i in range(len(merged)):
-            t, c = int(merged.types[i]), int(merged.tissue[i])
-            x0, y0, x1, y1 = merged.bbox[i]
-            cx, cy = placement.point(merged.centroid[i, 0] + 0.5, merged.centroid[i, 1] + 0.5)
-            (bx0, by0), (bx1, by1) = placement.point(x0, y0), placement.point(x1, y1)
-            w.writerow(
-                [
-                    int(merged.ids[i]),
-                    t,
-                    inst_types.get(t, str(t)),
-                    f"{merged.type_probs[i]:.3f}",
-                    c,
-                    sem_classes.get(c, str(c)),
-                    f"{cx:.2f}",
-                    f"{cy:.2f}",
-                    int(merged.area[i]),
-                    "" if area_um2 is None else f"{merged.area[i] * area_um2:.2f}",
-                    f"{bx0:.1f}",
-                    f"{by0:.1f}",
-                    f"{bx1:.1f}",
-                    f"{by1:.1f}",
-                ]
-            )
+        w.writerows(zip(*columns))
 
 
-def nucleus_feature_text(
-    merged: MergeResult,
-    i: int,
-    geometry: str,
-    placement: Placement,
-    sem_classes: Mapping[int, str],
-    inst_types: Mapping[int, str],
-) -> str:
-    """One nucleus as a QuPath detection, as the JSON text :func:`coseg.histo.geojson.write_geojson` writes for
-    the feature :func:`coseg.histo.geojson.qupath_feature` makes (the same bytes), its geometry given as text
-    (:func:`coseg.wsi.merge.geometry_text`, rendered by the worker that post-processed the tile).
+class NucleusFeatures:
+    """The slide's nuclei as QuPath detections, as the JSON text :func:`coseg.histo.geojson.write_geojson` writes for
+    the features :func:`coseg.histo.geojson.qupath_feature` makes (the same bytes), each geometry given as text
+    (:func:`coseg.wsi.merge.geometry_text`, rendered by the worker that post-processed the tile). The part of a
+    feature that only depends on its type is made once per type.
 
     Args:
         merged: the merged instances.
-        i: the instance's row (id - 1).
-        geometry: its geometry as JSON text, level-0 pixels.
         placement: region pixels to level 0.
         sem_classes, inst_types: class names by index.
-
-    Returns:
-        the feature's JSON text.
     """
-    t = int(merged.types[i])
-    cx, cy = placement.point(merged.centroid[i, 0] + 0.5, merged.centroid[i, 1] + 0.5)
-    props: dict[str, Any] = {
-        "id": int(merged.ids[i]),
-        "type": t,
-        "type_prob": round(float(merged.type_probs[i]), 4),
-        "tissue": sem_classes.get(int(merged.tissue[i]), str(int(merged.tissue[i]))),
-        "centroid": [round(cx, 2), round(cy, 2)],
-        "area_px": int(merged.area[i]),
-    }
-    if placement.pixel_area_um2 is not None:
-        props["measurements"] = {"Area um^2": round(float(merged.area[i]) * placement.pixel_area_um2, 3)}
-    feature = qupath_feature(
-        [],
-        object_type="detection",
-        class_name=inst_types.get(t, f"type_{t}") if t > 0 else None,
-        class_index=t,
-        properties=props,
-    )
-    properties = json.dumps(feature["properties"], separators=(",", ":"))
-    return f'{{"type":"Feature","geometry":{geometry},"properties":{properties}}}'
+
+    def __init__(
+        self,
+        merged: MergeResult,
+        placement: Placement,
+        *,
+        sem_classes: Mapping[int, str],
+        inst_types: Mapping[int, str],
+    ) -> None:
+        self.merged = merged
+        self.placement = placement
+        self.sem_classes = sem_classes
+        self.inst_types = inst_types
+        self._heads: dict[int, str] = {}
+        self._dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+    def _head(self, t: int) -> str:
+        """``{"objectType":...,"classification":{...}`` of type ``t``, without the closing brace."""
+        head = self._heads.get(t)
+        if head is None:
+            name = self.inst_types.get(t, f"type_{t}") if t > 0 else None
+            props = qupath_feature([], object_type="detection", class_name=name, class_index=t)["properties"]
+            head = self._heads[t] = self._dumps(props)[:-1]
+        return head
+
+    def text(self, i: int, geometry: str) -> str:
+        """The feature of instance row ``i`` (id - 1) with its geometry text (level-0 pixels)."""
+        m, placement = self.merged, self.placement
+        t = int(m.types[i])
+        tissue = int(m.tissue[i])
+        cx, cy = placement.point(m.centroid[i, 0] + 0.5, m.centroid[i, 1] + 0.5)
+        area = int(m.area[i])
+        props: dict[str, Any] = {
+            "id": int(m.ids[i]),
+            "type": t,
+            "type_prob": round(float(m.type_probs[i]), 4),
+            "tissue": self.sem_classes.get(tissue, str(tissue)),
+            "centroid": [round(cx, 2), round(cy, 2)],
+            "area_px": area,
+        }
+        if placement.pixel_area_um2 is not None:
+            props["measurements"] = {"Area um^2": round(float(area) * placement.pixel_area_um2, 3)}
+        return f'{{"type":"Feature","geometry":{geometry},"properties":{self._head(t)},{self._dumps(props)[1:]}}}'
 
 
 def slide_features(
@@ -478,7 +497,7 @@ def slide_features(
     draw: Callable[[Sequence[Polygon], int], None] | None = None,
 ) -> Iterator[dict[str, Any] | str]:
     """The slide's QuPath features, one at a time: tissue regions (annotations, feature dictionaries), then every
-    nucleus (detections, as JSON text: :func:`nucleus_feature_text`).
+    nucleus (detections, as JSON text: :class:`NucleusFeatures`).
 
     Regions are outlined on ``sem_low`` without regions or holes smaller than ``region_min_um2`` (64 samples when
     the pixel size is unknown), so that annotations outline tissue, not every speck (:func:`region_polygons`).
@@ -514,11 +533,12 @@ def slide_features(
                 offset=(oy / low_step, ox / low_step),
                 decimals=2,
             )
+    nuclei = NucleusFeatures(merged, placement, sem_classes=sem_classes, inst_types=inst_types)
     for fid, polys, geometry in instances:
         i = fid - 1
         if draw is not None:
             draw(polys, int(merged.types[i]))
-        yield nucleus_feature_text(merged, i, geometry, placement, sem_classes, inst_types)
+        yield nuclei.text(i, geometry)
 
 
 def summarise_nuclei(
