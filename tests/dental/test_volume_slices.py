@@ -149,7 +149,7 @@ def test_unknown_label_ids_name_the_file(plain, tmp_path):
 def test_a_label_off_the_image_grid_names_the_file(plain, tmp_path):
     case = find_toothfairy2_cases(plain)[0]
     moved = _rewrite_label(case.label, tmp_path / "moved.nii.gz", shift_mm=2.0)
-    with pytest.raises(InputFileError, match=r"moved\.nii\.gz.*affine differs"):
+    with pytest.raises(InputFileError, match=r"moved\.nii\.gz.*different voxel grid.*2 mm apart"):
         VolumeSliceDataset([{"image": str(case.image), "label": str(moved)}], size=SIZE)
 
 

@@ -48,7 +48,7 @@ from coseg.dental.geometry import SLICE_AXES, make_model_slices, slice_geometry
 from coseg.dental.labels import INSTANCE_TYPES, SEMANTIC_CLASSES, CbctLabelMap, build_label_map
 from coseg.dental.outputs import write_png
 from coseg.dental.volumes import CbctCase, find_toothfairy2_cases, read_case
-from coseg.errors import InputFileError
+from coseg.errors import InputFileError, install_excepthook
 from coseg.io import StagedDir, write_json
 
 __all__ = ["prepare_cbct", "main"]
@@ -321,4 +321,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     sys.exit(main())

@@ -22,7 +22,13 @@ from coseg.keys import OutputKeys
 from coseg.networks.backbones import ENCODER_PRESETS, ImageEncoder, build_image_encoder
 from coseg.networks.mtc_decoder import TASKS, MTCDecoder
 from coseg.networks.ssp_encoder import SSPEncoder, mask_tokenizer
-from coseg.networks.weights import BUILD_ARGS_KEY, freeze_trunk, load_sam2_weights, read_build_args
+from coseg.networks.weights import (
+    BUILD_ARGS_KEY,
+    SAM2CheckpointError,
+    freeze_trunk,
+    load_sam2_weights,
+    read_build_args,
+)
 
 __all__ = [
     "ARCHITECTURE_ARGS",
@@ -257,7 +263,8 @@ class CoSegPlusPlus(nn.Module):
             ssp: merged into the SSP-Encoder's keyword arguments (``ssm_silu`` / ``ssm_gate`` are arguments of their
                 own).
             image_size: informational (the network takes any multiple of 32); not recorded.
-            sam2_checkpoint: local path of an official SAM2 checkpoint for the encoder.
+            sam2_checkpoint: local path of an official SAM2 checkpoint for the encoder, loaded strictly (the bundles
+                fetch the presets' checkpoints with ``download_large_files``: see :mod:`coseg.networks.pretrained`).
             freeze_encoder: ``True``, ``False`` or ``"auto"``: freeze the trunk, adapters excepted, exactly when
                 ``sam2_checkpoint`` was loaded -- an untrained frozen trunk would be useless, so without weights it
                 trains, with a warning.
@@ -265,6 +272,8 @@ class CoSegPlusPlus(nn.Module):
         Raises:
             ValueError: unknown preset, or an argument of the wrong type or value (booleans must be ``True`` or
                 ``False``: the string ``"false"`` is refused, not read as true).
+            SAM2CheckpointError: ``sam2_checkpoint`` is missing, unreadable or does not fit the preset's encoder (the
+                message names the preset, the file and, for another SAM2 size, both encoders).
         """
         if name not in PRESETS:
             raise ValueError(f"unknown Co-Seg++ preset {name!r}; choose one of {sorted(PRESETS)}")
@@ -305,7 +314,10 @@ class CoSegPlusPlus(nn.Module):
         )
         loaded = False
         if sam2_checkpoint:
-            load_sam2_weights(encoder_module, os.path.expanduser(str(sam2_checkpoint)))
+            try:
+                load_sam2_weights(encoder_module, os.path.expanduser(str(sam2_checkpoint)))
+            except SAM2CheckpointError as err:
+                raise SAM2CheckpointError(f"model preset {name!r}: {err}") from err
             loaded = True
         freeze = freeze_encoder
         if freeze == "auto":

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 
 import torch
 
-from coseg.wsi.routing import list_images, parse_override, wsi_inferer_from_bundle
+from coseg.errors import install_excepthook
+from coseg.wsi.routing import check_image, list_images, parse_override, wsi_inferer_from_bundle
 
 __all__ = ["main", "build_parser"]
 
@@ -89,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if device is not None:
             overrides["device"] = f"$torch.device({str(device)!r})"
         inputs = [p for item in args.input for p in list_images(item)]
+        for path in inputs:  # a truncated or corrupt file fails now, not after hours on the others
+            check_image(path)
         inferer = wsi_inferer_from_bundle(
             bundle,
             config_files=args.config_file,
@@ -132,4 +135,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     sys.exit(main())
