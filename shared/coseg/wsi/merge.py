@@ -19,7 +19,7 @@ border (this is what the centroid-in-core rule of HoVer-Net / TIAToolbox cannot 
 the largest object).
 
 What a tile contributes is a :class:`~coseg.wsi.parts.TileRecord`, saved in the run's parts folder
-(:mod:`coseg.wsi.parts`); :func:`instance_polygons` reads the outlines back one tile at a time.
+(:mod:`coseg.wsi.parts`); :func:`coseg.wsi.writer.tile_features` reads the outlines back one tile at a time.
 
 Coordinates are region pixels (see :mod:`coseg.wsi.tiling`): ``x`` the column, ``y`` the row. Centroids and
 boxes follow :class:`coseg.postprocess.InstanceTable` (pixel centres at integers, box maxima exclusive);
@@ -31,9 +31,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -47,7 +46,7 @@ from coseg.histo.geojson import mask_to_polygons
 from coseg.keys import OutputKeys
 from coseg.postprocess import WatershedParams, hv_watershed, remove_small_regions
 from coseg.postprocess._inputs import object_probability
-from coseg.wsi.parts import TileRecord, load_record
+from coseg.wsi.parts import TileRecord
 from coseg.wsi.tiling import Box, Placement, TilePlan
 
 __all__ = [
@@ -60,7 +59,6 @@ __all__ = [
     "group_polygons",
     "geometry_text",
     "geometry_texts",
-    "instance_polygons",
     "assemble_low",
 ]
 
@@ -314,6 +312,24 @@ class MergeResult:
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
+    def rows(self, index: np.ndarray) -> MergeResult:
+        """The instances at rows ``index`` (ids - 1), without ``luts`` and ``members``."""
+        index = np.asarray(index, dtype=np.int64)
+        return MergeResult(
+            luts={},
+            ids=self.ids[index],
+            area=self.area[index],
+            centroid=self.centroid[index],
+            bbox=self.bbox[index],
+            votes=self.votes[index],
+            types=self.types[index],
+            type_probs=self.type_probs[index],
+            sem_votes=self.sem_votes[index],
+            tissue=self.tissue[index],
+            members={},
+            joins=0,
+        )
+
 
 def _border_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pieces to join across one border from the two tiles' lines (``(3, L)``: piece, own label, label beyond).
@@ -554,45 +570,6 @@ def geometry_texts(objects: Sequence[Sequence[Polygon]], placement: Placement) -
         kind = {"type": "Polygon", "coordinates": coords[0]} if len(coords) == 1 else None
         out.append(dumps(kind if kind is not None else {"type": "MultiPolygon", "coordinates": coords}))
     return out
-
-
-def instance_polygons(
-    files: Mapping[tuple[int, int], Path], merged: MergeResult, placement: Placement
-) -> Iterator[tuple[int, list[Polygon], str]]:
-    """The outline of every slide instance, reading the records' geometry one tile at a time.
-
-    An instance of one piece inside its tile is yielded with that piece's polygons and geometry text as soon as its
-    tile is read; one made of several pieces once its last piece has been read (:func:`group_polygons`, its geometry
-    rendered here), so only the pieces of instances still open are held.
-
-    Args:
-        files: the tile records, keyed by tile.
-        merged: the merge of their headers (:func:`merge_tiles`).
-        placement: where the region lies on the slide (for records without rendered geometry, and for instances of
-            several pieces).
-
-    Yields:
-        ``(instance id, polygons in region pixels, GeoJSON geometry text in level-0 pixels)``, every instance once.
-    """
-    remaining = {fid: len(members) for fid, members in merged.members.items()}
-    collected: dict[int, list[tuple[np.ndarray, int, int]]] = {}
-    for tile in sorted(files):
-        rec = load_record(files[tile], maps=False, geometry=True)
-        lut = merged.luts[tile]
-        texts = rec.geometry if len(rec.geometry) == rec.n else None
-        for local in range(1, rec.n + 1):
-            fid = int(lut[local])
-            if fid not in remaining or len(merged.members[fid]) == 1:
-                remaining.pop(fid, None)
-                polys = rec.polygons[local - 1]
-                yield fid, polys, texts[local - 1] if texts is not None else geometry_text(polys, placement)
-                continue
-            collected.setdefault(fid, []).append(rec.masks[local])
-            remaining[fid] -= 1
-            if remaining[fid] == 0:
-                del remaining[fid]
-                polys = group_polygons(collected.pop(fid))
-                yield fid, polys, geometry_text(polys, placement)
 
 
 def assemble_low(plan: TilePlan, records: Mapping[tuple[int, int], TileRecord], step: int) -> np.ndarray:

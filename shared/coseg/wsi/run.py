@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -57,7 +58,7 @@ from coseg.histo.geojson import write_geojson
 from coseg.io import atomic_write_path
 from coseg.postprocess import WatershedParams
 from coseg.transforms import CheckRGBd, SAM2Normalized
-from coseg.wsi.merge import assemble_low, instance_polygons, merge_tiles, reduce_outputs
+from coseg.wsi.merge import assemble_low, geometry_text, group_polygons, merge_tiles, reduce_outputs
 from coseg.wsi.parts import SlideFiles, load_record, prepare_parts, records_in
 from coseg.wsi.reader import SlideReader, WorkingImage
 from coseg.wsi.settings import OutputSettings, ReadSettings, TileSettings, WindowSettings
@@ -68,9 +69,14 @@ from coseg.wsi.workers import TaskStats, TileJob, WorkerPool, default_workers, f
 from coseg.wsi.workers import result as worker_result
 from coseg.wsi.writer import (
     LABEL_MAPS,
+    FeatureJob,
+    NucleusFeatures,
     draw_overlay,
-    slide_features,
+    draw_rings,
+    overview_rings,
+    region_features,
     summarise_nuclei,
+    tile_features,
     write_instance_table,
     write_label_map,
 )
@@ -79,7 +85,7 @@ __all__ = ["WholeSlideInferer", "SlideResult", "load_network_weights"]
 
 logger = logging.getLogger(__name__)
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: records hold rendered GeoJSON geometry (outlines traced by OpenCV)
 
 
 @dataclass
@@ -618,18 +624,17 @@ class WholeSlideInferer:
         write_instance_table(outputs["instances"], merged, placement, **names)
         lap("table_s")
         thumb, factor = thumbnail()
-        canvas, draw = draw_overlay(thumb, sem_low, low_step=low_step, factor=factor)
-        features = slide_features(
+        canvas, _ = draw_overlay(thumb, sem_low, low_step=low_step, factor=factor)
+        regions = region_features(
             sem_low=sem_low,
             low_step=low_step,
-            instances=instance_polygons(records, merged, placement),
-            merged=merged,
             placement=placement,
+            sem_classes=self.sem_classes,
             region_min_um2=self.outputs.region_min_um2,
-            draw=draw,
-            **names,
         )
-        write_geojson(outputs["geojson"], features)
+        job = FeatureJob(placement=placement, factor=factor, **names)
+        nuclei = self._nucleus_features(records, merged, job, canvas, pool)
+        write_geojson(outputs["geojson"], itertools.chain(regions, nuclei))
         lap("geojson_s")
         with atomic_write_path(outputs["overlay"]) as tmp:
             Image.fromarray(canvas).save(tmp, format="PNG", compress_level=1)  # fast; a picture to look at
@@ -660,6 +665,38 @@ class WholeSlideInferer:
             "outputs": {k: str(v) for k, v in outputs.items()},
             "timing": timing,
         }
+
+    @staticmethod
+    def _nucleus_features(
+        records: Mapping[tuple[int, int], Path], merged: Any, job: FeatureJob, canvas: np.ndarray, pool: WorkerPool
+    ) -> Iterator[str]:
+        """Every nucleus's GeoJSON feature, tile by tile, rendered by ``pool``
+        (:func:`~coseg.wsi.writer.tile_features`, a bounded number of tiles at a time) and outlined on ``canvas``;
+        an instance of several pieces once its last piece is read (:func:`~coseg.wsi.merge.group_polygons`)."""
+        several = {fid: len(m) for fid, m in merged.members.items() if len(m) > 1}
+        joined_ids = np.zeros(len(merged) + 1, dtype=bool)
+        joined_ids[list(several)] = True
+        features = NucleusFeatures(merged, job.placement, sem_classes=job.sem_classes, inst_types=job.inst_types)
+
+        def items() -> Iterator[tuple[Any, ...]]:
+            for tile in sorted(records):
+                lut = merged.luts[tile]
+                joined = joined_ids[lut]
+                joined[0] = False
+                single = np.unique(lut[1:][~joined[1:]])
+                yield job, records[tile], lut, merged.rows(single - 1), joined
+
+        collected: dict[int, list[tuple[np.ndarray, int, int]]] = {}
+        for rendered, _ in pool.imap(tile_features, items(), describe=lambda item: f"the nuclei of {item[1].name}"):
+            for t, ring in rendered.outlines:
+                draw_rings(canvas, [ring], t)
+            yield from rendered.texts
+            for fid, piece in rendered.pieces:
+                collected.setdefault(fid, []).append(piece)
+                if len(collected[fid]) == several[fid]:
+                    polys = group_polygons(collected.pop(fid))
+                    draw_rings(canvas, overview_rings(polys, job.factor), int(merged.types[fid - 1]))
+                    yield features.text(fid - 1, geometry_text(polys, job.placement))
 
 
 @dataclass

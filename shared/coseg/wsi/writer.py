@@ -13,9 +13,10 @@ level-0 pixels (:class:`Placement`):
 
 - :func:`write_label_maps`: ``<name>_inst.tif`` / ``<name>_type.tif`` / ``<name>_sem.tif``.
 - :func:`write_instance_table`: ``<name>_instances.csv``.
-- :func:`slide_features`: every nucleus as a QuPath detection and every tissue region as an annotation, for the one
-  GeoJSON writer :func:`coseg.histo.geojson.write_geojson` (features made by
-  :func:`coseg.histo.geojson.qupath_feature`, as for single images).
+- :func:`region_features`, :func:`tile_features`: every tissue region as a QuPath annotation and every nucleus as a
+  detection, for the one GeoJSON writer :func:`coseg.histo.geojson.write_geojson` (features as
+  :func:`coseg.histo.geojson.qupath_feature` makes them for single images; nuclei rendered tile by tile, in worker
+  processes, as JSON text: :class:`NucleusFeatures`).
 - :func:`summarise_nuclei`: counts per type and tissue class, tissue areas, nuclei per mm².
 
 Every file is written under a temporary name and renamed when complete (:func:`coseg.io.atomic_write_path`).
@@ -28,6 +29,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +41,8 @@ from coseg.histo.geojson import qupath_feature
 from coseg.io import atomic_write_path, temporary_sibling_dir
 from coseg.postprocess import remove_small_regions
 from coseg.visualize import REGION_COLOURS, TYPE_COLOURS
-from coseg.wsi.merge import MergeResult
-from coseg.wsi.parts import stored_bands, write_npz
+from coseg.wsi.merge import MergeResult, geometry_texts
+from coseg.wsi.parts import load_record, stored_bands, write_npz
 from coseg.wsi.tiling import Placement, TilePlan
 
 __all__ = [
@@ -48,7 +50,12 @@ __all__ = [
     "write_label_pyramid",
     "write_label_maps",
     "write_instance_table",
-    "slide_features",
+    "region_features",
+    "FeatureJob",
+    "TileFeatures",
+    "tile_features",
+    "overview_rings",
+    "draw_rings",
     "NucleusFeatures",
     "write_label_map",
     "summarise_nuclei",
@@ -268,12 +275,16 @@ def draw_overlay(
         canvas = table[classes.astype(np.intp)[..., None], canvas, np.arange(3)]
 
     def draw(polygons: Sequence[Polygon], type_id: int) -> None:
-        rgb = tuple(int(v) for v in TYPE_COLOURS[int(type_id) % len(TYPE_COLOURS)])
-        rings = [np.round(poly[0] / factor).astype(np.int32).reshape(-1, 1, 2) for poly in polygons if len(poly)]
-        if rings:
-            cv2.polylines(canvas, rings, isClosed=True, color=rgb, thickness=1)
+        draw_rings(canvas, overview_rings(polygons, factor), type_id)
 
     return canvas, draw
+
+
+def draw_rings(canvas: np.ndarray, rings: Sequence[np.ndarray], type_id: int) -> None:
+    """Outline rings (overview pixels, :func:`overview_rings`) in the colour of nucleus type ``type_id``."""
+    if rings:
+        rgb = tuple(int(v) for v in TYPE_COLOURS[int(type_id) % len(TYPE_COLOURS)])
+        cv2.polylines(canvas, list(rings), isClosed=True, color=rgb, thickness=1)
 
 
 # ---- the outputs of one slide ------------------------------------------------------------------------------------
@@ -484,20 +495,15 @@ class NucleusFeatures:
         return f'{{"type":"Feature","geometry":{geometry},"properties":{self._head(t)},{self._dumps(props)[1:]}}}'
 
 
-def slide_features(
+def region_features(
     *,
     sem_low: np.ndarray,
     low_step: int,
-    instances: Iterable[tuple[int, Sequence[Polygon], str]],
-    merged: MergeResult,
     placement: Placement,
     sem_classes: Mapping[int, str],
-    inst_types: Mapping[int, str],
     region_min_um2: float,
-    draw: Callable[[Sequence[Polygon], int], None] | None = None,
-) -> Iterator[dict[str, Any] | str]:
-    """The slide's QuPath features, one at a time: tissue regions (annotations, feature dictionaries), then every
-    nucleus (detections, as JSON text: :class:`NucleusFeatures`).
+) -> Iterator[dict[str, Any]]:
+    """The slide's tissue regions as QuPath annotations, one per class.
 
     Regions are outlined on ``sem_low`` without regions or holes smaller than ``region_min_um2`` (64 samples when
     the pixel size is unknown), so that annotations outline tissue, not every speck (:func:`region_polygons`).
@@ -505,16 +511,12 @@ def slide_features(
     Args:
         sem_low: region classes sampled every ``low_step`` region pixels.
         low_step: its sampling step.
-        instances: ``(instance id, polygons in region pixels, geometry text in level-0 pixels)`` of every nucleus
-            (:func:`coseg.wsi.merge.instance_polygons`).
-        merged: the merged instances.
         placement: region pixels to level 0.
-        sem_classes, inst_types: class names by index.
+        sem_classes: class names by index.
         region_min_um2: smallest region or hole outlined.
-        draw: called as ``draw(polygons, type)`` for every nucleus (e.g. the overlay's, :func:`draw_overlay`).
 
     Yields:
-        features for :func:`coseg.histo.geojson.write_geojson` (dictionaries or their JSON text).
+        feature dictionaries for :func:`coseg.histo.geojson.write_geojson`.
     """
     area_um2 = placement.pixel_area_um2
     min_size = 64 if area_um2 is None else max(1, int(round(region_min_um2 / (area_um2 * low_step * low_step))))
@@ -533,12 +535,77 @@ def slide_features(
                 offset=(oy / low_step, ox / low_step),
                 decimals=2,
             )
-    nuclei = NucleusFeatures(merged, placement, sem_classes=sem_classes, inst_types=inst_types)
-    for fid, polys, geometry in instances:
-        i = fid - 1
-        if draw is not None:
-            draw(polys, int(merged.types[i]))
-        yield nuclei.text(i, geometry)
+
+
+@dataclass(frozen=True)
+class FeatureJob:
+    """What every tile's nuclei are rendered with (:func:`tile_features`).
+
+    Attributes:
+        placement: region pixels to level 0.
+        sem_classes, inst_types: class names by index.
+        factor: region pixels per overview pixel (:func:`draw_overlay`).
+    """
+
+    placement: Placement
+    sem_classes: dict[int, str]
+    inst_types: dict[int, str]
+    factor: float
+
+
+@dataclass
+class TileFeatures:
+    """A tile's nuclei, rendered (:func:`tile_features`).
+
+    Attributes:
+        texts: the features of the instances that are one piece of this tile, in piece order (JSON text).
+        outlines: for each of them, ``(type, ring)``: the outline in overview pixels, ``(m, 1, 2)`` int32.
+        pieces: the pieces of instances made of several pieces, ``(instance id, (mask, x0, y0))`` in piece order,
+            to be joined once all are read (:func:`coseg.wsi.merge.group_polygons`).
+    """
+
+    texts: list[str]
+    outlines: list[tuple[int, np.ndarray]]
+    pieces: list[tuple[int, tuple[np.ndarray, int, int]]]
+
+
+def overview_rings(polygons: Sequence[Polygon], factor: float) -> list[np.ndarray]:
+    """An object's exterior rings in overview pixels (``factor`` region pixels each), as OpenCV draws them."""
+    return [np.round(poly[0] / factor).astype(np.int32).reshape(-1, 1, 2) for poly in polygons if len(poly)]
+
+
+def tile_features(
+    job: FeatureJob, path: str | os.PathLike, lut: np.ndarray, rows: MergeResult, joined: np.ndarray
+) -> TileFeatures:
+    """Render the nuclei of one tile record: the GeoJSON features of its one-piece instances (the geometry the worker
+    rendered with the record, :attr:`coseg.wsi.parts.TileRecord.geometry`) and their overview outlines, and the
+    pieces of the instances joined across tiles. Runs in a worker process (:mod:`coseg.wsi.run`).
+
+    Args:
+        job: the slide's rendering settings.
+        path: the tile's record.
+        lut: local piece id -> slide instance id (``(n + 1,)``).
+        rows: the merged rows (:meth:`coseg.wsi.merge.MergeResult.rows`) of the tile's one-piece instances.
+        joined: ``(n + 1,)`` bool, the local pieces that belong to an instance of several pieces.
+
+    Returns:
+        the :class:`TileFeatures`.
+    """
+    rec = load_record(path, maps=False, geometry=True)
+    geometry = rec.geometry if len(rec.geometry) == rec.n else geometry_texts(rec.polygons, job.placement)
+    features = NucleusFeatures(rows, job.placement, sem_classes=job.sem_classes, inst_types=job.inst_types)
+    row_of = {fid: i for i, fid in enumerate(rows.ids.tolist())}
+    out = TileFeatures([], [], [])
+    for local in range(1, rec.n + 1):
+        fid = int(lut[local])
+        if joined[local]:
+            out.pieces.append((fid, rec.masks[local]))
+            continue
+        i = row_of[fid]
+        out.texts.append(features.text(i, geometry[local - 1]))
+        t = int(rows.types[i])
+        out.outlines.extend((t, ring) for ring in overview_rings(rec.polygons[local - 1], job.factor))
+    return out
 
 
 def summarise_nuclei(
