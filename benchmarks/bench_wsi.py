@@ -1,23 +1,37 @@
-"""Benchmark of whole-slide inference (``coseg.wsi``): throughput, the cost of stitching, agreement with whole-image
-inference, and memory.
+"""Benchmark of whole-slide inference (``coseg.wsi``): the CPU side alone, throughput, the cost of stitching,
+agreement with whole-image inference, and memory.
 
-Run from the repository root: ``python benchmarks/bench_wsi.py [--size 2048] [--checkpoint PATH]``. Writes
-``benchmarks/results/wsi.json`` and prints a table. The image is a mosaic of real CoNSeP tiles (40x,
-``../shared/data/consep256``; synthetic H&E when absent).
+Run from the repository root: ``python benchmarks/bench_wsi.py [--parts ...] [--size 2048] [--checkpoint PATH]``.
+Writes ``benchmarks/results/wsi.json`` (the parts not run keep their last results) and prints tables. The image is a
+mosaic of real CoNSeP tiles (40x, ``../shared/data/consep256``; synthetic H&E when absent). Every part records the
+load average it ran under: on a shared machine, timings taken under load are not valid.
 
+0. **The CPU side alone** (``cpu_side``; ``--cpu-size 4096 --cpu-tile 1024 --workers 0 1 2``): the network is
+   replaced by precomputed maps (the CoNSeP ground truth's exact object probability, HV maps and types; tissue
+   regions one class per 256 px CoNSeP tile), so that only what a CPU must do beside a GPU is measured: the
+   post-processing of each tile (watershed, outlines, records), the merge and the outputs (pyramidal label TIFFs,
+   GeoJSON, CSV, overview). Side by side and interleaved, best of ``--repeat``: *plain tiling* (every tile's context
+   through the watershed, the instance table and the semantic clean-up in one process, no merge, no output) and the
+   whole-slide pipeline (:class:`MapsInferer`) with 0 (in-process), 1 and 2 worker processes: Mpx/s, per worker
+   process, the ratio to plain tiling, the speed-up over one worker, and the CPU seconds of all processes.
+   ``projection``: the CPU cores that keep one GPU busy (the ``paper`` preset's FLOP count at a stated share of an
+   H100/H200's dense bf16 rate, against the measured CPU seconds per Mpx).
+   ``network_share``: with the ``tiny`` network running on this CPU (trained weights when
+   ``bundles/coseg_histo/models/model.pt`` exists, else random; the post-processing sees the exact maps), the share of
+   the run's wall time the network is busy, per number of workers.
 1. **Throughput** with the ``micro`` Co-Seg++ (64 px windows, overlap 0.25; random weights unless ``--checkpoint``,
    which only changes how many nuclei the post-processing meets), side by side in one process:
    - *whole image*: the bundle's path, ``CoSegSlidingWindowInferer`` over the whole image, ``postprocess_outputs``;
    - *plain tiling*: every tile with its margin through the same inferer and the watershed, independently, no
      merge and no output (what a naive tiler does, duplicating and cutting nuclei);
    - *whole-slide*: :class:`coseg.wsi.WholeSlideInferer` (streamed exact blending, merge, pyramidal TIFFs, GeoJSON,
-     CSV, overlay), timed for the tiles and for the final merge-and-write.
-   Tiles/s and the overhead of the whole-slide pipeline over plain tiling are ratios from the same run (best of two
-   interleaved runs of each path). A second row uses the exact-output stand-in of part 2 on the CoNSeP ground truth
-   (realistic nuclei counts for the post-processing, the merge and the writers; negligible network cost). The PQ
-   column compares the whole-slide and the whole-image instances; with random weights the HV maps are noise, which
-   HoVer-Net's per-image min-max normalisation turns into different markers in every tile context, so only the
-   ``exact`` row (and part 2) measure agreement.
+     CSV, overlay; default workers), timed for the tiles and for the final merge-and-write.
+   Tiles/s and the overhead of the whole-slide pipeline over plain tiling are ratios from the same run (best of
+   ``--repeat`` interleaved runs of each path). A second row uses the exact-output stand-in of part 2 on the CoNSeP
+   ground truth (realistic nuclei counts for the post-processing, the merge and the writers; negligible network
+   cost). The PQ column compares the whole-slide and the whole-image instances; with random weights the HV maps are
+   noise, which HoVer-Net's per-image min-max normalisation turns into different markers in every tile context, so
+   only the ``exact`` row (and part 2) measure agreement.
    With ``--tiny`` and a quickstart-trained ``bundles/coseg_histo/models/model.pt``, the ``tiny`` model too.
 2. **Agreement** with whole-image inference on exact nuclei outputs: a stand-in network reads each pixel's object
    probability and HV maps from an image that encodes the CoNSeP ground truth, so the network maps are identical and
@@ -25,8 +39,9 @@ Run from the repository root: ``python benchmarks/bench_wsi.py [--size 2048] [--
    the exact HV maps (HoVer-Net's watershed min-max normalises HV maps and gradients per image: each tile normalises
    its own context) and with HV = 0 (objects from the object map only: the post-processing is then local).
 3. **Memory**: peak resident memory of a fresh process while it runs the whole-slide pipeline (stand-in network,
-   64 MB streaming budget, 1024 px tiles) on a tiled TIFF of ``size`` and of ``2 x size`` pixels a side, against the
-   whole-image path on the same files (Linux: the high-water mark is reset after the imports).
+   64 MB streaming budget, 1024 px tiles, default workers: the largest worker's peak too) on a tiled TIFF of
+   ``size``, ``2 x size`` and ``4 x size`` pixels a side, against the whole-image path on the first two (Linux: the
+   high-water mark is reset after the imports).
 """
 
 from __future__ import annotations
@@ -344,7 +359,7 @@ def cpu_side(size: int, tile: int, workers: list[int], work: Path, repeat: int) 
         wall, main_cpu = time.perf_counter() - start, time.process_time() - cpu0
         t = summary["timing"]
         # CPU of the whole run: this process, plus the workers' tiles and label maps (with 0 workers both are ours)
-        worker_cpu = (t["postprocess_cpu_s"] + t["label_tiffs_cpu_s"]) if n else 0.0
+        worker_cpu = (t["postprocess_cpu_s"] + t["label_tiffs_cpu_s"] + t["features_cpu_s"]) if n else 0.0
         return {"wall_s": wall, "cpu_s": main_cpu + worker_cpu, "summary": summary}
 
     run_wsi(max(workers))  # warm-up: the fork server's imports, the file caches
@@ -513,32 +528,40 @@ net = b.ExactNet().eval()
 before = status("VmRSS")
 with open("/proc/self/clear_refs", "w", encoding="utf-8") as f:  # reset the high-water mark (Linux)
     f.write("5")
+workers = 0
 if mode == "whole":
     b.whole_image(net, tifffile.imread(path), 256, 16)
 else:
-    b.wsi(net, path, work / ("mem_" + path.stem), 256, 16, 1024, memory_budget_mb=64)
-print(before, status("VmHWM"))
+    run = b.wsi(net, path, work / ("mem_" + path.stem), 256, 16, 1024, memory_budget_mb=64)
+    workers = run["summary"]["timing"]["worker_peak_rss_mb"] or 0
+print(before, status("VmHWM"), workers)
 """
 
 
 def memory(size: int, work: Path) -> list[dict]:
     """Peak resident memory while a fresh process runs either path on a tiled TIFF (inputs made beforehand; the
     high-water mark is reset after the imports, so the numbers are the run's own peak), and the resident memory
-    before the run."""
+    before the run; for the whole-slide path also the peak of its largest worker process (the default number of
+    workers; a worker's resident memory includes the libraries it shares with the fork server). The whole-slide path
+    on ``size``, ``2 x size`` and ``4 x size`` pixels a side, the whole-image path on the first two."""
     rows = []
-    for s in (size, 2 * size):
+    for s in (size, 2 * size, 4 * size):
         _, gt = mosaic(s, seed=3)
         path = work / f"memory_{s}.tif"
         tifffile.imwrite(path, encode(gt if gt is not None else np.zeros((s, s), np.int64), True), tile=(256, 256))
-        for mode in ("whole", "wsi"):
+        del gt
+        for mode in ("whole", "wsi") if s <= 2 * size else ("wsi",):
             code = _MEMORY_CHILD.format(bench=str(Path(__file__).parent), mode=mode, path=str(path), work=str(work))
             res = subprocess.run(
                 [sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", timeout=600
             )
             if res.returncode != 0:
                 raise RuntimeError(res.stderr[-2000:])
-            before, peak = (float(v) for v in res.stdout.strip().splitlines()[-1].split())
-            rows.append({"image": [s, s], "path": mode, "rss_before_mb": round(before), "peak_rss_mb": round(peak)})
+            before, peak, worker = (float(v) for v in res.stdout.strip().splitlines()[-1].split())
+            row = {"image": [s, s], "path": mode, "rss_before_mb": round(before), "peak_rss_mb": round(peak)}
+            if mode == "wsi":
+                row["worker_peak_rss_mb"] = round(worker) or None
+            rows.append(row)
     return rows
 
 
@@ -562,15 +585,23 @@ def main() -> None:
     results: dict = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.is_file() else {}
     results["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
     results["torch"] = torch.__version__
+    results["cpu_cores"] = os.cpu_count()
+    loads = results.setdefault("load_average", {})  # 1-minute load average before and after each part
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if "cpu_side" in args.parts:
+            loads["cpu_side"] = [round(_load(), 2)]
             results["cpu_side"] = cpu_side(args.cpu_size, args.cpu_tile, args.workers, work, args.repeat)
             results["projection"] = projection(results["cpu_side"])
+            loads["cpu_side"].append(round(_load(), 2))
         if "network_share" in args.parts:
+            loads["network_share"] = [round(_load(), 2)]
             results["network_share_tiny"] = network_share(1024, work, args.workers)
+            loads["network_share"].append(round(_load(), 2))
         if "throughput" in args.parts:
+            loads["throughput"] = [round(_load(), 2)]
             results["throughput"] = throughput(args.size, args.checkpoint, args.tiny, work, repeat=args.repeat)
+            loads["throughput"].append(round(_load(), 2))
         if "agreement" in args.parts:
             results["agreement_exact_outputs"] = agreement(args.size, work)
         if "memory" in args.parts:
@@ -608,10 +639,11 @@ def main() -> None:
     for r in results.get("agreement_exact_outputs", []):
         cells = (r["hv"], r["tile"], r["pq"], r["dq"], r["sq"], r["nuclei_whole"], r["nuclei_tiled"])
         print("{:<6} {:>5} {:>7.4f} {:>7.4f} {:>7.4f} {:>8} {:>8}".format(*cells))
-    print(f"\n{'image':<11} {'path':<6} {'RSS before MB':>13} {'peak MB':>8}")
+    print(f"\n{'image':<11} {'path':<6} {'RSS before MB':>13} {'peak MB':>8} {'worker MB':>9}")
     for r in results.get("memory", []):
         image = f"{r['image'][0]}x{r['image'][1]}"
-        print(f"{image:<11} {r['path']:<6} {r['rss_before_mb']:>13} {r['peak_rss_mb']:>8}")
+        worker = r.get("worker_peak_rss_mb") or "-"
+        print(f"{image:<11} {r['path']:<6} {r['rss_before_mb']:>13} {r['peak_rss_mb']:>8} {worker:>9}")
     print(f"\nwritten to {RESULTS}")
 
 

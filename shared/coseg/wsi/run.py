@@ -13,11 +13,14 @@ For each input image or slide:
    earlier run left (:func:`~coseg.wsi.parts.prepare_parts`: finished outputs are kept, a run with the same settings
    continues, one with other settings is refused unless ``overwrite``, and temporaries a killed run left are
    removed).
-2. **Tiles**: the network streams strip by strip (:class:`~coseg.wsi.stream.WindowStream`); every tile whose
-   context is final is post-processed (:func:`~coseg.wsi.merge.process_tile`, in a worker thread, overlapping the
-   network) and saved as ``<output>/.<name>.parts/tile_<row>_<col>.npz`` (:mod:`coseg.wsi.parts`).
+2. **Tiles**: the network streams strip by strip in this process (:meth:`WholeSlideInferer._tile_maps`,
+   :class:`~coseg.wsi.stream.WindowStream`); every tile whose context is final is handed to a worker process
+   (:mod:`coseg.wsi.workers`: ``tiling.workers`` of them, a bounded number of tiles in flight), which post-processes
+   it (:func:`~coseg.wsi.merge.process_tile`: watershed, outlines, GeoJSON geometry) and saves it as
+   ``<output>/.<name>.parts/tile_<row>_<col>.npz`` (:mod:`coseg.wsi.parts`), while the network goes on.
 3. **Merge and write** (once every tile is saved): pieces are joined across tile borders
-   (:func:`~coseg.wsi.merge.merge_tiles`) and the outputs are written (:mod:`coseg.wsi.writer`):
+   (:func:`~coseg.wsi.merge.merge_tiles`) and the outputs are written (:mod:`coseg.wsi.writer`; the label TIFFs and
+   the nuclei's features by the worker processes, the rest here, concurrently):
    ``<name>_inst.tif`` / ``<name>_type.tif`` / ``<name>_sem.tif`` (tiled pyramidal TIFFs of the region at the
    working resolution), ``<name>.geojson`` (every nucleus as a QuPath detection with its type, tissue regions as
    annotations, level-0 pixel coordinates; :func:`coseg.histo.geojson.write_geojson`), ``<name>_instances.csv``,
@@ -633,9 +636,11 @@ class WholeSlideInferer:
             region_min_um2=self.outputs.region_min_um2,
         )
         job = FeatureJob(placement=placement, factor=factor, **names)
-        nuclei = self._nucleus_features(records, merged, job, canvas, pool)
+        rendering: list[TaskStats] = []
+        nuclei = self._nucleus_features(records, merged, job, canvas, pool, rendering)
         write_geojson(outputs["geojson"], itertools.chain(regions, nuclei))
         lap("geojson_s")
+        timing["features_cpu_s"] = round(sum(s.cpu_s for s in rendering), 3)
         with atomic_write_path(outputs["overlay"]) as tmp:
             Image.fromarray(canvas).save(tmp, format="PNG", compress_level=1)  # fast; a picture to look at
         lap("overlay_s")
@@ -668,11 +673,17 @@ class WholeSlideInferer:
 
     @staticmethod
     def _nucleus_features(
-        records: Mapping[tuple[int, int], Path], merged: Any, job: FeatureJob, canvas: np.ndarray, pool: WorkerPool
+        records: Mapping[tuple[int, int], Path],
+        merged: Any,
+        job: FeatureJob,
+        canvas: np.ndarray,
+        pool: WorkerPool,
+        stats: list[TaskStats],
     ) -> Iterator[str]:
         """Every nucleus's GeoJSON feature, tile by tile, rendered by ``pool``
-        (:func:`~coseg.wsi.writer.tile_features`, a bounded number of tiles at a time) and outlined on ``canvas``;
-        an instance of several pieces once its last piece is read (:func:`~coseg.wsi.merge.group_polygons`)."""
+        (:func:`~coseg.wsi.writer.tile_features`, a bounded number of tiles at a time; their costs appended to
+        ``stats``) and outlined on ``canvas``; an instance of several pieces once its last piece is read
+        (:func:`~coseg.wsi.merge.group_polygons`)."""
         several = {fid: len(m) for fid, m in merged.members.items() if len(m) > 1}
         joined_ids = np.zeros(len(merged) + 1, dtype=bool)
         joined_ids[list(several)] = True
@@ -687,7 +698,8 @@ class WholeSlideInferer:
                 yield job, records[tile], lut, merged.rows(single - 1), joined
 
         collected: dict[int, list[tuple[np.ndarray, int, int]]] = {}
-        for rendered, _ in pool.imap(tile_features, items(), describe=lambda item: f"the nuclei of {item[1].name}"):
+        for rendered, cost in pool.imap(tile_features, items(), describe=lambda item: f"the nuclei of {item[1].name}"):
+            stats.append(cost)
             for t, ring in rendered.outlines:
                 draw_rings(canvas, [ring], t)
             yield from rendered.texts
