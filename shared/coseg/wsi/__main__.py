@@ -52,7 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tissue-detection", action="store_true", help="process every tile, glass included")
     p.add_argument("--memory-budget-mb", type=float, default=None, help="bound on the streaming buffers")
     p.add_argument("--max-tiles", type=int, default=None, help="stop after this many tiles (rerun to continue)")
-    p.add_argument("--workers", type=int, default=None, help="post-processing threads beside the network")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="post-processing worker processes beside the network (0: in-process; default: cores - 1, at most 4)",
+    )
     p.add_argument("--overwrite", action="store_true", help="discard earlier results made with other settings")
     p.add_argument("--keep-parts", action="store_true", help="keep the per-tile records after writing")
     p.add_argument("--device", default=None, help="e.g. cpu, cuda:0 (default: the bundle's; LOCAL_RANK under torchrun)")
