@@ -377,6 +377,8 @@ class DentalEvaluationReport:
         """Summarise per-case records (:meth:`case_record`) and write ``metrics.json``, ``per_case.csv`` and
         ``tables.md``; returns the summary."""
         os.makedirs(self.output_dir, exist_ok=True)
+        # one order whatever the gathering order of the processes: tables and per-case rows by case name
+        records = sorted(records, key=lambda r: str(r["case"]))
         summary = self.summarize(records)
         write_json(os.path.join(self.output_dir, "metrics.json"), jsonable(summary))
         write_text(os.path.join(self.output_dir, "per_case.csv"), _per_case_csv(summary["per_case"]))
