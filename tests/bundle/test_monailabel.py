@@ -154,9 +154,10 @@ def deployment(tmp_path_factory, source_bundle, sample_images):
     }
 
 
-def _serve(app: Path, studies: Path, models: str, log_path: Path):
+def _serve(app: Path, studies: Path, models: str, log_path: Path, info: dict | None = None):
     """``monailabel start_server`` of ``app`` on ``studies`` serving ``models`` on 127.0.0.1 (offline: zoo_source
-    github, no SAM2); yields its URL, then stops it with its children."""
+    github, no SAM2); yields its URL, then stops it with its children. ``info["server_pid"]`` gets the pid of the
+    serving process."""
     port = _free_port()
     log = log_path.open("w")
     cmd = [
@@ -196,7 +197,8 @@ def _serve(app: Path, studies: Path, models: str, log_path: Path):
                     log.flush()
                     pytest.fail("MONAI Label did not start:\n" + log_path.read_text(encoding="utf-8")[-6000:])
                 time.sleep(2)
-        deployment["server_pid"] = proc.pid  # bin/monailabel execs the Python process that serves
+        if info is not None:
+            info["server_pid"] = proc.pid  # bin/monailabel execs the Python process that serves
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -212,7 +214,11 @@ def _serve(app: Path, studies: Path, models: str, log_path: Path):
 def server(deployment):
     """The server of :func:`deployment` serving both bundles."""
     yield from _serve(
-        deployment["app"], deployment["studies"], "coseg_histo,coseg_cbct", deployment["work"] / "server.log"
+        deployment["app"],
+        deployment["studies"],
+        "coseg_histo,coseg_cbct",
+        deployment["work"] / "server.log",
+        info=deployment,
     )
 
 
