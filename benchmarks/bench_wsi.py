@@ -1,23 +1,37 @@
-"""Benchmark of whole-slide inference (``coseg.wsi``): throughput, the cost of stitching, agreement with whole-image
-inference, and memory.
+"""Benchmark of whole-slide inference (``coseg.wsi``): the CPU side alone, throughput, the cost of stitching,
+agreement with whole-image inference, and memory.
 
-Run from the repository root: ``python benchmarks/bench_wsi.py [--size 2048] [--checkpoint PATH]``. Writes
-``benchmarks/results/wsi.json`` and prints a table. The image is a mosaic of real CoNSeP tiles (40x,
-``../shared/data/consep256``; synthetic H&E when absent).
+Run from the repository root: ``python benchmarks/bench_wsi.py [--parts ...] [--size 2048] [--checkpoint PATH]``.
+Writes ``benchmarks/results/wsi.json`` (the parts not run keep their last results) and prints tables. The image is a
+mosaic of real CoNSeP tiles (40x, ``../shared/data/consep256``; synthetic H&E when absent). Every part records the
+load average it ran under: on a shared machine, timings taken under load are not valid.
 
+0. **The CPU side alone** (``cpu_side``; ``--cpu-size 4096 --cpu-tile 1024 --workers 0 1 2``): the network is
+   replaced by precomputed maps (the CoNSeP ground truth's exact object probability, HV maps and types; tissue
+   regions one class per 256 px CoNSeP tile), so that only what a CPU must do beside a GPU is measured: the
+   post-processing of each tile (watershed, outlines, records), the merge and the outputs (pyramidal label TIFFs,
+   GeoJSON, CSV, overview). Side by side and interleaved, best of ``--repeat``: *plain tiling* (every tile's context
+   through the watershed, the instance table and the semantic clean-up in one process, no merge, no output) and the
+   whole-slide pipeline (:class:`MapsInferer`) with 0 (in-process), 1 and 2 worker processes: Mpx/s, per worker
+   process, the ratio to plain tiling, the speed-up over one worker, and the CPU seconds of all processes.
+   ``projection``: the CPU cores that keep one GPU busy (the ``paper`` preset's FLOP count at a stated share of an
+   H100/H200's dense bf16 rate, against the measured CPU seconds per Mpx).
+   ``network_share``: with the ``tiny`` network running on this CPU (trained weights when
+   ``bundles/coseg_histo/models/model.pt`` exists, else random; the post-processing sees the exact maps), the share of
+   the run's wall time the network is busy, per number of workers.
 1. **Throughput** with the ``micro`` Co-Seg++ (64 px windows, overlap 0.25; random weights unless ``--checkpoint``,
    which only changes how many nuclei the post-processing meets), side by side in one process:
    - *whole image*: the bundle's path, ``CoSegSlidingWindowInferer`` over the whole image, ``postprocess_outputs``;
    - *plain tiling*: every tile with its margin through the same inferer and the watershed, independently, no
      merge and no output (what a naive tiler does, duplicating and cutting nuclei);
    - *whole-slide*: :class:`coseg.wsi.WholeSlideInferer` (streamed exact blending, merge, pyramidal TIFFs, GeoJSON,
-     CSV, overlay), timed for the tiles and for the final merge-and-write.
-   Tiles/s and the overhead of the whole-slide pipeline over plain tiling are ratios from the same run (best of two
-   interleaved runs of each path). A second row uses the exact-output stand-in of part 2 on the CoNSeP ground truth
-   (realistic nuclei counts for the post-processing, the merge and the writers; negligible network cost). The PQ
-   column compares the whole-slide and the whole-image instances; with random weights the HV maps are noise, which
-   HoVer-Net's per-image min-max normalisation turns into different markers in every tile context, so only the
-   ``exact`` row (and part 2) measure agreement.
+     CSV, overlay; default workers), timed for the tiles and for the final merge-and-write.
+   Tiles/s and the overhead of the whole-slide pipeline over plain tiling are ratios from the same run (best of
+   ``--repeat`` interleaved runs of each path). A second row uses the exact-output stand-in of part 2 on the CoNSeP
+   ground truth (realistic nuclei counts for the post-processing, the merge and the writers; negligible network
+   cost). The PQ column compares the whole-slide and the whole-image instances; with random weights the HV maps are
+   noise, which HoVer-Net's per-image min-max normalisation turns into different markers in every tile context, so
+   only the ``exact`` row (and part 2) measure agreement.
    With ``--tiny`` and a quickstart-trained ``bundles/coseg_histo/models/model.pt``, the ``tiny`` model too.
 2. **Agreement** with whole-image inference on exact nuclei outputs: a stand-in network reads each pixel's object
    probability and HV maps from an image that encodes the CoNSeP ground truth, so the network maps are identical and
@@ -25,14 +39,17 @@ Run from the repository root: ``python benchmarks/bench_wsi.py [--size 2048] [--
    the exact HV maps (HoVer-Net's watershed min-max normalises HV maps and gradients per image: each tile normalises
    its own context) and with HV = 0 (objects from the object map only: the post-processing is then local).
 3. **Memory**: peak resident memory of a fresh process while it runs the whole-slide pipeline (stand-in network,
-   64 MB streaming budget, 1024 px tiles) on a tiled TIFF of ``size`` and of ``2 x size`` pixels a side, against the
-   whole-image path on the same files (Linux: the high-water mark is reset after the imports).
+   64 MB streaming budget, 1024 px tiles, default workers: the largest worker's peak too) on a tiled TIFF of
+   ``size``, ``2 x size`` and ``4 x size`` pixels a side, against the whole-image path on the first two (Linux: the
+   high-water mark is reset after the imports).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import platform
 import subprocess
 import sys
@@ -52,9 +69,15 @@ from coseg.inferers import CoSegSlidingWindowInferer
 from coseg.keys import OutputKeys
 from coseg.losses import compute_hv_maps
 from coseg.metrics.instance import panoptic_quality
-from coseg.postprocess import params_for_resolution, postprocess_outputs
+from coseg.postprocess import (
+    hv_watershed,
+    instance_table,
+    params_for_resolution,
+    postprocess_outputs,
+    remove_small_regions,
+)
 from coseg.transforms import SAM2Normalized
-from coseg.wsi import OutputSettings, TilePlan, TileSettings, WholeSlideInferer
+from coseg.wsi import OutputSettings, TilePlan, TileSettings, WholeSlideInferer, reduce_outputs
 
 REPO = Path(__file__).resolve().parents[1]
 CONSEP = REPO.parent / "shared" / "data" / "consep256" / "train"
@@ -259,6 +282,236 @@ def agreement(size: int, work: Path) -> list[dict]:
     return rows
 
 
+# ---- the CPU side alone ------------------------------------------------------------------------------------------
+
+
+class MapsInferer(WholeSlideInferer):
+    """The whole-slide pipeline with the network side replaced by precomputed maps: every tile's context is cut from
+    ``maps`` (the reduced outputs of the whole region), so only the post-processing, the merge and the writers run
+    (the network, the reading and the blending are what a GPU does)."""
+
+    def __init__(self, maps: dict[str, np.ndarray], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.maps = maps
+
+    def _tile_maps(self, image, plan, tiles):
+        for tile in tiles:
+            box = plan.context(*tile)
+            yield (
+                tile,
+                {k: np.ascontiguousarray(v[..., box.y0 : box.y1, box.x0 : box.x1]) for k, v in self.maps.items()},
+            )
+
+
+def plain_tiling_maps(maps: dict[str, np.ndarray], plan: TilePlan, watershed, *, num_types: int) -> None:
+    """What a naive tiler does with the same maps: every tile's context through the watershed, the instance table and
+    the semantic clean-up of the whole-image path (``postprocess_outputs`` after its activation and arg-maxes), no
+    merge, no output."""
+    for tile in plan.tiles():
+        box = plan.context(*tile)
+        crop = {k: v[..., box.y0 : box.y1, box.x0 : box.x1] for k, v in maps.items()}
+        inst = hv_watershed(crop["prob"], crop["hv"], params=watershed)
+        instance_table(inst, crop["type"], num_types=num_types, with_contours=False)
+        remove_small_regions(crop["sem"], min_size=1, connectivity=1, fill="neighbours")
+
+
+def _load() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def cpu_side(size: int, tile: int, workers: list[int], work: Path, repeat: int) -> dict:
+    """The CPU side alone (precomputed maps, :class:`MapsInferer`), side by side: plain tiling in one process and
+    the whole-slide pipeline with each number of worker processes, interleaved, best of ``repeat`` (after a warm-up
+    that starts the fork server)."""
+    rgb, gt = mosaic(size, seed=4)
+    if gt is None:
+        return {}
+    encoded = encode(gt, True)
+    path = work / "cpu_side.png"
+    Image.fromarray(encoded).save(path)
+    with torch.no_grad():
+        outputs = ExactNet().eval()(normalise(encoded)[None])
+    maps = reduce_outputs({k: v[0] for k, v in outputs.items()})
+    del outputs
+    # tissue regions as on a slide, a few large ones (the exact stand-in's regions are the nuclei themselves): each
+    # CoNSeP tile of the mosaic is tumour or stroma
+    classes = np.random.default_rng(4).integers(1, 3, (size // 256, size // 256)).astype(np.uint8)
+    maps["sem"] = np.kron(classes, np.ones((256, 256), np.uint8))
+    ws = params_for_resolution(magnification=40)
+    plan = TilePlan(height=size, width=size, tile_size=tile, margin=63, roi_size=(256, 256), overlap=(0.25, 0.25))
+    mpx = size * size / 1e6
+
+    def run_wsi(n: int) -> dict:
+        runner = MapsInferer(
+            maps,
+            network=ExactNet().eval(),
+            inferer=CoSegSlidingWindowInferer(roi_size=(256, 256), sw_batch_size=16, overlap=0.25, mode="gaussian"),
+            sem_classes=SEM,
+            inst_types=TYPES,
+            output_dir=work / f"cpu_side_{n}",
+            watershed=ws,
+            tiling=TileSettings(tile_size=tile, margin=63, tissue_detection=False, workers=n),
+            outputs=OutputSettings(output_tile=256, overwrite=True),
+            progress=False,
+        )
+        cpu0, start = time.process_time(), time.perf_counter()
+        summary = runner(path)[0].summary
+        wall, main_cpu = time.perf_counter() - start, time.process_time() - cpu0
+        t = summary["timing"]
+        # CPU of the whole run: this process, plus the workers' tiles and label maps (with 0 workers both are ours)
+        worker_cpu = (t["postprocess_cpu_s"] + t["label_tiffs_cpu_s"] + t["features_cpu_s"]) if n else 0.0
+        return {"wall_s": wall, "cpu_s": main_cpu + worker_cpu, "summary": summary}
+
+    run_wsi(max(workers))  # warm-up: the fork server's imports, the file caches
+    best_plain = float("inf")
+    plain_cpu = float("inf")
+    best: dict[int, dict] = {}
+    loads = []
+    for _ in range(repeat):
+        loads.append(_load())
+        cpu0, start = time.process_time(), time.perf_counter()
+        plain_tiling_maps(maps, plan, ws, num_types=len(TYPES))
+        best_plain = min(best_plain, time.perf_counter() - start)
+        plain_cpu = min(plain_cpu, time.process_time() - cpu0)
+        for n in workers:
+            r = run_wsi(n)
+            if n not in best or r["wall_s"] < best[n]["wall_s"]:
+                best[n] = r
+    loads.append(_load())
+    rows = []
+    one = best.get(1)
+    for n in workers:
+        r, t = best[n], best[n]["summary"]["timing"]
+        rows.append(
+            {
+                "workers": n,
+                "wall_s": round(r["wall_s"], 3),
+                "mpx_per_s": round(mpx / r["wall_s"], 3),
+                "mpx_per_s_per_process": round(mpx / r["wall_s"] / max(1, n), 3),
+                "over_plain": round(best_plain / r["wall_s"], 3),
+                "speedup_over_1_worker": round(one["wall_s"] / r["wall_s"], 3) if one else None,
+                "cpu_s_all_processes": round(r["cpu_s"], 3),
+                "cpu_over_plain": round(r["cpu_s"] / plain_cpu, 3),
+                "tiles_s": t["tiles_s"],
+                "finalise_s": t["finalise_s"],
+                "postprocess_cpu_s": t["postprocess_cpu_s"],
+                "postprocess_mpx_per_cpu_s": round(mpx / t["postprocess_cpu_s"], 3) if t["postprocess_cpu_s"] else None,
+                "finalise_steps_s": {
+                    k: v for k, v in t.items() if k.endswith("_s") and k not in ("tiles_s", "finalise_s")
+                },
+                "worker_peak_rss_mb": t["worker_peak_rss_mb"],
+                "nuclei": r["summary"]["nuclei"],
+            }
+        )
+    return {
+        "image": [size, size],
+        "tile": tile,
+        "margin": 63,
+        "tiles": plan.n_rows * plan.n_cols,
+        "nuclei": rows[0]["nuclei"],
+        "repeat": repeat,
+        "load_average_during": [round(v, 2) for v in loads],
+        "plain_tiling": {
+            "wall_s": round(best_plain, 3),
+            "cpu_s": round(plain_cpu, 3),
+            "mpx_per_s": round(mpx / best_plain, 3),
+        },
+        "whole_slide": rows,
+    }
+
+
+class _TimedNetwork(nn.Module):
+    """The ``tiny`` network timed in every call (its outputs discarded), returning :class:`ExactNet`'s outputs, so
+    that the post-processing meets real nuclei while the network costs what ``tiny`` costs."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.exact = ExactNet()
+        self.busy_s = 0.0
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        start = time.perf_counter()
+        self.net(x)
+        self.busy_s += time.perf_counter() - start
+        return self.exact(x)
+
+
+def network_share(size: int, work: Path, workers: list[int]) -> list[dict]:
+    """With the ``tiny`` network (trained weights when ``bundles/coseg_histo/models/model.pt`` exists, else random)
+    on the CPU: the share of the whole-slide run's wall time the network is busy, per number of workers."""
+    from coseg.networks import CoSegPlusPlus
+
+    _, gt = mosaic(size, seed=5)
+    if gt is None:
+        return []
+    path = work / "tiny_share.png"
+    Image.fromarray(encode(gt, True)).save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = CoSegPlusPlus.from_preset("tiny", num_sem_classes=3, num_inst_types=4, freeze_encoder=False).eval()
+    model_pt = REPO / "bundles" / "coseg_histo" / "models" / "model.pt"
+    weights = "random"
+    if model_pt.is_file():
+        state = torch.load(model_pt, map_location="cpu", weights_only=True)
+        net.load_state_dict(state.get("model", state))
+        weights = str(model_pt)
+    timed = _TimedNetwork(net).eval()
+    with torch.no_grad():
+        timed(torch.zeros(1, 3, 256, 256))
+    rows = []
+    for n in workers:
+        timed.busy_s = 0.0
+        start = time.perf_counter()
+        run = wsi(timed, path, work / f"tiny_{n}", 256, 4, 512, workers=n)
+        wall = time.perf_counter() - start
+        rows.append(
+            {
+                "workers": n,
+                "weights": weights,
+                "image": [size, size],
+                "window": 256,
+                "tile": 512,
+                "wall_s": round(wall, 3),
+                "network_busy_s": round(timed.busy_s, 3),
+                "network_share": round(timed.busy_s / wall, 3),
+                "tiles_phase_network_share": round(timed.busy_s / run["tiles_s"], 3),
+                "nuclei": run["summary"]["nuclei"],
+                "load_average": round(_load(), 2),
+            }
+        )
+    return rows
+
+
+def projection(cpu: dict, *, gmac: float = 1002.8, peak_tflops: float = 990.0, utilisation: float = 0.4) -> dict:
+    """How many CPU cores keep one GPU busy: the GPU's rate in Mpx/s for the ``paper`` preset (1024² windows,
+    overlap 0.25: a window adds 768² new pixels) from its FLOP count at ``utilisation`` of ``peak_tflops`` dense
+    bf16, against the measured CPU seconds per Mpx of the whole-slide pipeline (all processes, the network excepted)."""
+    if not cpu:
+        return {}
+    ms_per_window = 2 * gmac * 1e9 / (utilisation * peak_tflops * 1e12) * 1e3
+    new_px = (1024 * 0.75) ** 2 / 1e6
+    mpx = cpu["image"][0] * cpu["image"][1] / 1e6
+    # CPU seconds per Mpx: the most economical run (fewest processes) of the whole pipeline
+    cpu_s_per_mpx = min(r["cpu_s_all_processes"] for r in cpu["whole_slide"]) / mpx
+    out = {
+        "assumption": f"paper preset {gmac} GMAC per 1024² window incl. attention, {utilisation:.0%} of "
+        f"{peak_tflops:.0f} dense bf16 TFLOP/s (H100/H200 SXM), overlap 0.25 (768² new pixels per window)",
+        "cpu_s_per_mpx": round(cpu_s_per_mpx, 4),
+        "rows": [],
+    }
+    for ms in (round(ms_per_window, 2), 20.0, 50.0):
+        gpu_mpx_s = new_px / (ms / 1e3)
+        out["rows"].append(
+            {
+                "ms_per_window": ms,
+                "gpu_mpx_per_s": round(gpu_mpx_s, 1),
+                "cores_for_post_processing": math.ceil(gpu_mpx_s * cpu_s_per_mpx),
+            }
+        )
+    return out
+
+
 _MEMORY_CHILD = """
 import sys, numpy as np, tifffile
 sys.path.insert(0, {bench!r})
@@ -275,32 +528,40 @@ net = b.ExactNet().eval()
 before = status("VmRSS")
 with open("/proc/self/clear_refs", "w", encoding="utf-8") as f:  # reset the high-water mark (Linux)
     f.write("5")
+workers = 0
 if mode == "whole":
     b.whole_image(net, tifffile.imread(path), 256, 16)
 else:
-    b.wsi(net, path, work / ("mem_" + path.stem), 256, 16, 1024, memory_budget_mb=64)
-print(before, status("VmHWM"))
+    run = b.wsi(net, path, work / ("mem_" + path.stem), 256, 16, 1024, memory_budget_mb=64)
+    workers = run["summary"]["timing"]["worker_peak_rss_mb"] or 0
+print(before, status("VmHWM"), workers)
 """
 
 
 def memory(size: int, work: Path) -> list[dict]:
     """Peak resident memory while a fresh process runs either path on a tiled TIFF (inputs made beforehand; the
     high-water mark is reset after the imports, so the numbers are the run's own peak), and the resident memory
-    before the run."""
+    before the run; for the whole-slide path also the peak of its largest worker process (the default number of
+    workers; a worker's resident memory includes the libraries it shares with the fork server). The whole-slide path
+    on ``size``, ``2 x size`` and ``4 x size`` pixels a side, the whole-image path on the first two."""
     rows = []
-    for s in (size, 2 * size):
+    for s in (size, 2 * size, 4 * size):
         _, gt = mosaic(s, seed=3)
         path = work / f"memory_{s}.tif"
         tifffile.imwrite(path, encode(gt if gt is not None else np.zeros((s, s), np.int64), True), tile=(256, 256))
-        for mode in ("whole", "wsi"):
+        del gt
+        for mode in ("whole", "wsi") if s <= 2 * size else ("wsi",):
             code = _MEMORY_CHILD.format(bench=str(Path(__file__).parent), mode=mode, path=str(path), work=str(work))
             res = subprocess.run(
                 [sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", timeout=600
             )
             if res.returncode != 0:
                 raise RuntimeError(res.stderr[-2000:])
-            before, peak = (float(v) for v in res.stdout.strip().splitlines()[-1].split())
-            rows.append({"image": [s, s], "path": mode, "rss_before_mb": round(before), "peak_rss_mb": round(peak)})
+            before, peak, worker = (float(v) for v in res.stdout.strip().splitlines()[-1].split())
+            row = {"image": [s, s], "path": mode, "rss_before_mb": round(before), "peak_rss_mb": round(peak)}
+            if mode == "wsi":
+                row["worker_peak_rss_mb"] = round(worker) or None
+            rows.append(row)
     return rows
 
 
@@ -312,25 +573,60 @@ def main() -> None:
     parser.add_argument(
         "--parts",
         nargs="*",
-        default=["throughput", "agreement", "memory"],
+        default=["cpu_side", "network_share", "throughput", "agreement", "memory"],
         help="which parts to run; the others keep their last results in the JSON",
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs of each path in the throughput part (best kept)")
+    parser.add_argument("--cpu-size", type=int, default=4096, help="side of the mosaic of the CPU-side part")
+    parser.add_argument("--cpu-tile", type=int, default=1024, help="tile size of the CPU-side part")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="worker processes to compare")
     args = parser.parse_args()
     torch.manual_seed(0)
     results: dict = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.is_file() else {}
     results["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
     results["torch"] = torch.__version__
+    results["cpu_cores"] = os.cpu_count()
+    loads = results.setdefault("load_average", {})  # 1-minute load average before and after each part
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        if "cpu_side" in args.parts:
+            loads["cpu_side"] = [round(_load(), 2)]
+            results["cpu_side"] = cpu_side(args.cpu_size, args.cpu_tile, args.workers, work, args.repeat)
+            results["projection"] = projection(results["cpu_side"])
+            loads["cpu_side"].append(round(_load(), 2))
+        if "network_share" in args.parts:
+            loads["network_share"] = [round(_load(), 2)]
+            results["network_share_tiny"] = network_share(1024, work, args.workers)
+            loads["network_share"].append(round(_load(), 2))
         if "throughput" in args.parts:
+            loads["throughput"] = [round(_load(), 2)]
             results["throughput"] = throughput(args.size, args.checkpoint, args.tiny, work, repeat=args.repeat)
+            loads["throughput"].append(round(_load(), 2))
         if "agreement" in args.parts:
             results["agreement_exact_outputs"] = agreement(args.size, work)
         if "memory" in args.parts:
             results["memory"] = memory(args.size, work)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1), encoding="utf-8")
+    cpu = results.get("cpu_side")
+    if cpu:
+        plain = cpu["plain_tiling"]
+        print(f"CPU side alone, {cpu['image'][0]}² mosaic, tiles of {cpu['tile']}, {cpu['nuclei']} nuclei")
+        print(f"plain tiling: {plain['wall_s']:.2f} s, {plain['mpx_per_s']:.2f} Mpx/s")
+        print(f"{'workers':>7} {'wall s':>7} {'Mpx/s':>7} {'/plain':>7} {'/1 wkr':>7} {'CPU s':>7} {'CPU/plain':>9}")
+        for r in cpu["whole_slide"]:
+            print(
+                f"{r['workers']:>7} {r['wall_s']:>7.2f} {r['mpx_per_s']:>7.2f} {r['over_plain']:>7.2f} "
+                f"{r['speedup_over_1_worker'] or 0:>7.2f} {r['cpu_s_all_processes']:>7.2f} {r['cpu_over_plain']:>9.2f}"
+            )
+        print(f"load average during the runs: {cpu['load_average_during']}")
+        for r in results.get("projection", {}).get("rows", []):
+            print(
+                f"GPU at {r['ms_per_window']} ms/window: {r['gpu_mpx_per_s']} Mpx/s, "
+                f"{r['cores_for_post_processing']} cores"
+            )
+    for r in results.get("network_share_tiny", []):
+        print(f"tiny network, {r['workers']} workers: busy {r['network_share']:.0%} of {r['wall_s']:.1f} s")
     head = ("model", "tiles", "whole s", "plain s", "wsi s", "tiles/s", "wsi/plain", "PQ")
     print("{:<6} {:>5} {:>8} {:>8} {:>7} {:>8} {:>9} {:>6}".format(*head))
     for r in results.get("throughput", []):
@@ -343,10 +639,11 @@ def main() -> None:
     for r in results.get("agreement_exact_outputs", []):
         cells = (r["hv"], r["tile"], r["pq"], r["dq"], r["sq"], r["nuclei_whole"], r["nuclei_tiled"])
         print("{:<6} {:>5} {:>7.4f} {:>7.4f} {:>7.4f} {:>8} {:>8}".format(*cells))
-    print(f"\n{'image':<11} {'path':<6} {'RSS before MB':>13} {'peak MB':>8}")
+    print(f"\n{'image':<11} {'path':<6} {'RSS before MB':>13} {'peak MB':>8} {'worker MB':>9}")
     for r in results.get("memory", []):
         image = f"{r['image'][0]}x{r['image'][1]}"
-        print(f"{image:<11} {r['path']:<6} {r['rss_before_mb']:>13} {r['peak_rss_mb']:>8}")
+        worker = r.get("worker_peak_rss_mb") or "-"
+        print(f"{image:<11} {r['path']:<6} {r['rss_before_mb']:>13} {r['peak_rss_mb']:>8} {worker:>9}")
     print(f"\nwritten to {RESULTS}")
 
 

@@ -75,6 +75,7 @@ def main() -> None:
         "ckpt_dir": str(work / "models"),
         "output_dir": str(work / "eval"),
         "model_preset": "tiny",
+        "allow_random_encoder": True,  # the Hiera-T checkpoint when fetched into the bundle, random weights otherwise
         "patch_size": 256,
         "sem_classes": spec["sem_classes"],
         "inst_types": spec["inst_types"],

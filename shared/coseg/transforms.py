@@ -1,8 +1,10 @@
 """MONAI dictionary transforms the bundles need and MONAI lacks: loading and input checks that name the file,
-SAM2's input normalisation, H&E stain jitter, and flattening of the nested engine outputs."""
+SAM2's input normalisation, H&E stain jitter, label maps resized with their instances kept whole, the choice of
+transforms by ``input_mode``, and flattening of the nested engine outputs."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
@@ -12,12 +14,14 @@ import numpy as np
 import torch
 from monai.config import DtypeLike, KeysCollection, PathLike
 from monai.data import ImageReader, MetaTensor, PILReader
-from monai.transforms import LoadImage, LoadImaged, MapTransform
+from monai.transforms import LoadImage, LoadImaged, MapTransform, Resize
 from monai.utils import ensure_tuple
 from PIL import Image
 
 from coseg.constants import normalize
-from coseg.errors import InputFileError
+from coseg.data.resize import keep_instances_whole
+from coseg.errors import InputFileError, InputNotFoundError
+from coseg.inferers import INPUT_MODES
 from coseg.io import png_is_16bit_colour, read_rgb, source_name
 
 __all__ = [
@@ -27,8 +31,12 @@ __all__ = [
     "CheckRGBd",
     "CheckLabelsd",
     "SAM2Normalized",
+    "ResizeLabelsd",
+    "for_input_mode",
     "FlattenEngineOutputd",
 ]
+
+logger = logging.getLogger(__name__)
 
 _HIGH_BIT_DEPTH_MODES = ("scale", "error")
 
@@ -70,6 +78,10 @@ class CheckedPILReader(PILReader):
     def read(self, data: Sequence[PathLike] | PathLike | np.ndarray, **kwargs: Any) -> Any:
         """Open the file(s) like ``PILReader.read``; 16-bit colour PNGs as described in the class docstring.
 
+        A file that cannot be opened is not reported here but by :meth:`get_data`: were ``read`` to raise,
+        ``LoadImage`` would try its other readers and end with a message about one of them (numpy's "pickled data",
+        missing reader libraries) instead of this file's problem.
+
         Raises:
             InputFileError: a 16-bit colour PNG with ``high_bit_depth="error"``.
         """
@@ -83,9 +95,38 @@ class CheckedPILReader(PILReader):
                     )
                 image = Image.fromarray(read_rgb(name, high_bit_depth="scale"))
                 images.append(self.converter(image) if callable(self.converter) else image)
-            else:
+                continue
+            try:
                 images.append(super().read(name, **kwargs))
+            except FileNotFoundError as exc:
+                images.append(_Unreadable(InputNotFoundError(name, "image file does not exist"), exc))
+            except (OSError, SyntaxError, ValueError) as exc:  # PIL: UnidentifiedImageError, bad header, ...
+                images.append(_Unreadable(InputFileError(name, f"cannot be read as an image ({exc})"), exc))
         return images if len(names) > 1 else images[0]
+
+    def get_data(self, img: Any) -> tuple:
+        """Decode the images of :meth:`read` and return ``(array, metadata)`` as ``PILReader.get_data`` does.
+
+        Raises:
+            InputNotFoundError: a file does not exist.
+            InputFileError: a file cannot be opened or decoded as an image (truncated, corrupt, not an image).
+        """
+        for image in ensure_tuple(img):
+            if isinstance(image, _Unreadable):
+                raise image.error from image.cause
+            try:
+                image.load()  # PIL decodes lazily: a truncated file fails here, where its name is still known
+            except (OSError, SyntaxError, ValueError) as exc:
+                name = getattr(image, "filename", None) or "<image>"
+                raise InputFileError(name, f"cannot be read as an image ({exc})") from exc
+        return super().get_data(img)
+
+
+class _Unreadable:
+    """What :class:`CheckedPILReader` reads from a file it cannot open; :meth:`CheckedPILReader.get_data` raises."""
+
+    def __init__(self, error: InputFileError, cause: BaseException) -> None:
+        self.error, self.cause = error, cause
 
 
 class LoadCheckedImage(LoadImage):
@@ -113,7 +154,7 @@ class LoadCheckedImage(LoadImage):
                 raise
             missing = [n for n in names if not Path(n).expanduser().exists()]
             if missing:
-                raise InputFileError(missing[0], "file does not exist") from exc
+                raise InputNotFoundError(missing[0], "file does not exist") from exc
             reason = str(exc).strip() or "no reason given"
             if isinstance(exc, EOFError):
                 reason = f"file is truncated ({reason})"
@@ -286,6 +327,110 @@ class SAM2Normalized(MapTransform):
         for key in self.key_iterator(d):
             d[key] = normalize(d[key])
         return d
+
+
+class ResizeLabelsd(MapTransform):
+    """Resize label maps to ``spatial_size`` safely: nearest neighbour for every id map, instances kept whole.
+
+    Every key is resized with MONAI's ``Resize(mode="nearest-exact")`` (pixel centres aligned, as the bilinear
+    ``Resized`` of the image with ``align_corners=False``; no anti-aliasing, which would blend ids). The instance
+    map is then repaired against the original (:func:`coseg.data.resize.keep_instances_whole`): an instance the
+    shrinking lost comes back as one pixel at its centre, a connected instance cut into pieces keeps its largest
+    piece, and the type map follows. Instances that cannot be put back (no free pixel near their centre) are
+    logged as a warning naming the label file. Compute distance-map targets after this transform.
+
+    Args:
+        keys: the label maps, ``(1, H, W)`` each.
+        spatial_size: ``(h, w)``.
+        inst_key: the instance map among ``keys`` (``None``: no instance repair).
+        type_key: the instance-type map among ``keys``, repaired with the instances (``None``: none).
+
+    Raises:
+        ValueError: ``inst_key`` or ``type_key`` not among ``keys``, or a bad ``spatial_size``.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        spatial_size: Sequence[int],
+        *,
+        inst_key: str | None = "label_inst",
+        type_key: str | None = "label_type",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys=allow_missing_keys)
+        size = tuple(int(v) for v in ensure_tuple(spatial_size))
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"spatial_size must be two positive ints (h, w), got {spatial_size!r}")
+        for name, key in (("inst_key", inst_key), ("type_key", type_key)):
+            if key is not None and key not in self.keys:
+                raise ValueError(f"{name} {key!r} is not among keys {list(self.keys)}")
+        if type_key is not None and inst_key is None:
+            raise ValueError("type_key needs inst_key (types are repaired with their instances)")
+        self.spatial_size = size
+        self.inst_key, self.type_key = inst_key, type_key
+        self.resize = Resize(spatial_size=size, mode="nearest-exact", anti_aliasing=False)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        before = {key: d[key] for key in self.key_iterator(d)}
+        for key, value in before.items():
+            d[key] = self.resize(value)
+        if self.inst_key not in before:
+            return d
+        typed = self.type_key in before
+
+        def plane(x: Any) -> np.ndarray:
+            return np.asarray(torch.as_tensor(x).detach().cpu()[0]).astype(np.int64)
+
+        fixed = keep_instances_whole(
+            plane(before[self.inst_key]),
+            plane(d[self.inst_key]),
+            original_types=plane(before[self.type_key]) if typed else None,
+            resized_types=plane(d[self.type_key]) if typed else None,
+        )
+        for key, value in ((self.inst_key, fixed.inst), (self.type_key, fixed.types)):
+            if key is not None and value is not None:
+                out = d[key]
+                out[0] = torch.as_tensor(value, dtype=out.dtype, device=out.device)
+        name = source_name(before[self.inst_key], default=f"<{self.inst_key}>")
+        if fixed.restored or fixed.trimmed:
+            logger.debug(
+                "%s: resizing to %s restored %d lost instances as single pixels and trimmed %d cut into pieces",
+                name,
+                self.spatial_size,
+                len(fixed.restored),
+                len(fixed.trimmed),
+            )
+        if fixed.lost:
+            logger.warning(
+                "%s: resizing to %s lost %d instances no free pixel could hold (ids %s)",
+                name,
+                self.spatial_size,
+                len(fixed.lost),
+                fixed.lost[:10],
+            )
+        return d
+
+
+def for_input_mode(input_mode: str, **choices: Any) -> Any:
+    """The bundles' choice by ``input_mode``: ``for_input_mode(@input_mode, crop=[...], resize=[...])``.
+
+    Args:
+        input_mode: one of :data:`coseg.inferers.INPUT_MODES`.
+        choices: one value per mode.
+
+    Returns:
+        ``choices[input_mode]``.
+
+    Raises:
+        ValueError: an unknown ``input_mode``, or ``choices`` that do not name every mode.
+    """
+    if set(choices) != set(INPUT_MODES):
+        raise ValueError(f"give one choice per input mode {INPUT_MODES}, got {sorted(choices)}")
+    if input_mode not in INPUT_MODES:
+        raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {input_mode!r}")
+    return choices[input_mode]
 
 
 class FlattenEngineOutputd(MapTransform):

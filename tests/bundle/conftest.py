@@ -12,9 +12,11 @@ REPO = Path(__file__).resolve().parents[2]
 HISTO = REPO / "bundles" / "coseg_histo"
 CBCT = REPO / "bundles" / "coseg_cbct"
 
-#: export overrides that make the packaged bundle run the micro model on 64x64 images quickly on a CPU
+#: export overrides that make the packaged bundle run the micro model on 64x64 images quickly on a CPU (its encoder
+#: trains from random weights: the micro preset has no SAM2 checkpoint)
 MICRO_OVERRIDES = {
     "model_preset": "micro",
+    "allow_random_encoder": True,
     "patch_size": 64,
     "num_workers": 0,
     "cache_rate": 0.0,

@@ -29,6 +29,7 @@ from coseg.bundle import (
     check_metadata,
     code_digest,
     export_bundle,
+    extract_bundle,
     package_files,
     parse_override,
 )
@@ -223,7 +224,9 @@ def _broken_copy(source_bundle: Path, tmp_path: Path) -> Path:
         ),
         (lambda b: (b / "models" / "model.pt").write_bytes(b"not a checkpoint"), InputFileError, "torch.load"),
         (
-            lambda b: torch.save({"model": torch.load(b / "models" / "model.pt")}, b / "models" / "model.pt"),
+            lambda b: torch.save(
+                {"model": torch.load(b / "models" / "model.pt", weights_only=True)}, b / "models" / "model.pt"
+            ),
             InputFileError,
             "not a plain state dict",
         ),
@@ -378,9 +381,7 @@ def test_packaged_bundles_work_without_the_repository(
 def test_monai_bundle_run_from_another_folder(exported, sample_images, tmp_path):
     """``python -m monai.bundle run inference`` on the extracted bundle from an unrelated working directory, with the
     bundle folder on PYTHONPATH as docs/README.md says."""
-    with zipfile.ZipFile(exported) as zf:
-        zf.extractall(tmp_path / "bundles")
-    bundle = tmp_path / "bundles" / "coseg_histo"
+    bundle = extract_bundle(exported, tmp_path / "bundles")
     image = (
         sample_images / json.loads((sample_images / "datalist.json").read_text(encoding="utf-8"))["test"][0]["image"]
     )

@@ -9,7 +9,9 @@ names another one). Marked ``integration``: deselected by default, run by ``.ci/
 
 The histology studies are 48x64 (non-square) synthetic H&E images, so that a transposed or resized label cannot
 pass; the CBCT study is a 44x54x20 phantom cropped off-centre with an LPS affine, so that a transposed, flipped or
-misplaced label volume cannot pass either.
+misplaced label volume cannot pass either. A bounded soak (249 /infer requests, 24 of them from 4 threads at once,
+and malformed uploads) checks that nothing fails and the server's memory stays flat; it writes its numbers to
+``soak.json`` in the test's work folder.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nibabel as nib
@@ -35,7 +37,7 @@ import pytest
 import torch
 from PIL import Image
 
-from coseg.bundle import TOOTHFAIRY2_PRED_IDS, export_bundle
+from coseg.bundle import TOOTHFAIRY2_PRED_IDS, export_bundle, extract_bundle
 from coseg.data.label_codec import encode_class_map
 
 from .conftest import CBCT, CBCT_MICRO_OVERRIDES, MICRO_OVERRIDES, REPO, make_source_bundle, write_cbct_volumes
@@ -123,14 +125,10 @@ def deployment(tmp_path_factory, source_bundle, sample_images):
         timeout=300,
     )
     app = work / "apps" / "monaibundle"
-    archive = export_bundle(source_bundle, work / "dist", overrides=MICRO_OVERRIDES)
-    with zipfile.ZipFile(archive) as zf:
-        zf.extractall(app / "model")
-    bundle = app / "model" / "coseg_histo"
+    bundle = extract_bundle(export_bundle(source_bundle, work / "dist", overrides=MICRO_OVERRIDES), app / "model")
     shutil.copy(bundle / "models" / "model.pt", work / "initial_model.pt")
     cbct_source = _confident_cbct_bundle(work / "cbct_source" / "coseg_cbct")
-    with zipfile.ZipFile(export_bundle(cbct_source, work / "dist", overrides=CBCT_MICRO_OVERRIDES)) as zf:
-        zf.extractall(app / "model")
+    extract_bundle(export_bundle(cbct_source, work / "dist", overrides=CBCT_MICRO_OVERRIDES), app / "model")
 
     studies = work / "studies"
     studies.mkdir()
@@ -198,6 +196,7 @@ def _serve(app: Path, studies: Path, models: str, log_path: Path):
                     log.flush()
                     pytest.fail("MONAI Label did not start:\n" + log_path.read_text(encoding="utf-8")[-6000:])
                 time.sleep(2)
+        deployment["server_pid"] = proc.pid  # bin/monailabel execs the Python process that serves
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -311,6 +310,103 @@ def test_infer_returns_the_cbct_label_volume_on_the_input_grid(server, deploymen
     assert np.array_equal(values, reference), "MONAI Label's label volume differs from the bundle's own"
 
 
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+#: the soak: requests to warm up, then sequential ones, then concurrent ones (threads x requests each)
+SOAK_WARMUP, SOAK_SEQUENTIAL, SOAK_THREADS, SOAK_PER_THREAD = 20, 200, 4, 6
+
+
+def test_the_server_serves_hundreds_of_requests_without_failing_or_growing(server, deployment):
+    """Bounded load on 127.0.0.1: every request succeeds with the same label, the server's resident memory grows by
+    less than 10 % after warm-up, and malformed uploads leave it serving. The measured numbers go to soak.json."""
+    pid = deployment["server_pid"]
+    names = sorted(deployment["labels"])
+    url = f"{server}/infer/coseg_histo?image={{}}&output=image"
+    expected: dict[str, bytes] = {}
+    failures: list[str] = []
+
+    def infer(name: str) -> None:
+        try:
+            status, ctype, body = _request(url.format(name), method="POST", timeout=120)
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
+            failures.append(f"{name}: {err}")
+            return
+        label = np.asarray(Image.open(io.BytesIO(body)))
+        if status != 200 or "png" not in ctype or label.shape != (HEIGHT, WIDTH):
+            failures.append(f"{name}: status {status}, {ctype}, shape {label.shape}")
+        elif expected.setdefault(name, label.tobytes()) != label.tobytes():
+            failures.append(f"{name}: the label differs from the first one")
+
+    for i in range(SOAK_WARMUP):
+        infer(names[i % len(names)])
+    rss_warm = _rss_kib(pid)
+    start = time.monotonic()
+    for i in range(SOAK_SEQUENTIAL):
+        infer(names[i % len(names)])
+    sequential_s = time.monotonic() - start
+    rss_sequential = _rss_kib(pid)
+    start = time.monotonic()
+    with ThreadPoolExecutor(SOAK_THREADS) as pool:
+        jobs = [
+            pool.submit(infer, names[(t + i) % len(names)]) for t in range(SOAK_THREADS) for i in range(SOAK_PER_THREAD)
+        ]
+        for job in jobs:
+            job.result()
+    concurrent_s = time.monotonic() - start
+    rss_concurrent = _rss_kib(pid)
+
+    malformed = {}
+    body, ctype = _multipart({"params": "{}"}, {"file": ("broken.png", b"\x89PNG\r\n\x1a\n not an image")})
+    malformed["not an image"] = _status(f"{server}/infer/coseg_histo", "POST", body, {"Content-Type": ctype})
+    body, ctype = _multipart(
+        {"params": "{}"}, {"file": ("cut.png", _png_bytes(np.zeros((HEIGHT, WIDTH, 3), np.uint8)))}
+    )
+    malformed["cut multipart"] = _status(
+        f"{server}/infer/coseg_histo", "POST", body[: len(body) // 2], {"Content-Type": ctype}
+    )
+    malformed["bad params"] = _status(f"{server}/infer/coseg_histo?image={names[0]}", "POST", b"params={", {})
+    for i in range(len(names)):
+        infer(names[i])
+    status, _, _ = _request(f"{server}/info/")
+    rss_end = _rss_kib(pid)
+
+    numbers = {
+        "requests": SOAK_WARMUP + SOAK_SEQUENTIAL + SOAK_THREADS * SOAK_PER_THREAD + len(names),
+        "failures": len(failures),
+        "sequential_s_per_request": round(sequential_s / SOAK_SEQUENTIAL, 3),
+        "concurrent_s": round(concurrent_s, 1),
+        "rss_mib": {
+            k: round(v / 1024, 1)
+            for k, v in {
+                "warm": rss_warm,
+                "sequential": rss_sequential,
+                "concurrent": rss_concurrent,
+                "end": rss_end,
+            }.items()
+        },
+        "growth_after_warmup": round(max(rss_sequential, rss_concurrent, rss_end) / rss_warm - 1, 4),
+        "malformed_status": malformed,
+    }
+    (deployment["work"] / "soak.json").write_text(json.dumps(numbers, indent=2), encoding="utf-8")
+    print("MONAI Label soak:", json.dumps(numbers))
+    assert not failures, failures[:10]
+    assert status == 200
+    assert all(400 <= s < 600 for s in malformed.values()), malformed
+    assert numbers["growth_after_warmup"] < 0.10, numbers
+
+
+def _status(url: str, method: str, data: bytes, headers: dict) -> int:
+    try:
+        return _request(url, method, data, headers, timeout=120)[0]
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
 def test_training_through_the_server_writes_a_checkpoint(server, deployment):
     for name, label in list(deployment["labels"].items())[:NUM_LABELLED]:
         body, ctype = _multipart({"params": "{}"}, {"label": (f"{name}.png", _png_bytes(label))})
@@ -337,7 +433,7 @@ def test_training_through_the_server_writes_a_checkpoint(server, deployment):
     assert task.get("status") == "DONE", details + _server_log(deployment)
 
     final = torch.load(models / "checkpoint_final.pt", weights_only=True)
-    assert set(final) == {"model", "optimizer", "lr_scheduler", "trainer"}
+    assert set(final) == {"model", "optimizer", "lr_scheduler", "trainer", "best_model", "rng", "run"}
     # 3 of the 4 labelled images train (val_split 0.25), batch 2: 2 iterations per epoch, 2 epochs
     assert final["trainer"]["max_epochs"] == 2
     assert final["trainer"]["epoch_length"] == 2 and final["trainer"]["iteration"] == 4
@@ -374,8 +470,7 @@ def cbct_training(tmp_path_factory):
     source = _confident_cbct_bundle(work / "cbct_source" / "coseg_cbct")
     # a learning rate that moves the micro model's labels within one short epoch
     overrides = {**CBCT_MICRO_OVERRIDES, "learning_rate": 0.01}
-    with zipfile.ZipFile(export_bundle(source, work / "dist", overrides=overrides)) as zf:
-        zf.extractall(app / "model")
+    extract_bundle(export_bundle(source, work / "dist", overrides=overrides), app / "model")
     studies = work / "studies"
     volumes = write_cbct_volumes(studies, seeds=(0, 1, 2), labels=work / "labels")
     bundle = app / "model" / "coseg_cbct"

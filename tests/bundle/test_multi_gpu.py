@@ -71,7 +71,7 @@ def test_training_on_two_processes(ddp_dataset, tmp_path):
     assert set(seen[0]) | set(seen[1]) == train
 
     models = tmp_path / "models"
-    assert sorted(p.name for p in models.iterdir()) == ["checkpoint_final.pt", "model.pt"]
+    assert sorted(p.name for p in models.iterdir()) == ["checkpoint_final.pt", "model.pt", "training_run.json"]
     final = torch.load(models / "checkpoint_final.pt", weights_only=True)
     # one epoch of 2 images per rank at batch 2: one step on each rank
     assert final["trainer"]["iteration"] == final["trainer"]["epoch_length"] == 1

@@ -87,7 +87,7 @@ def test_slice_training_on_two_processes(cbct_ddp_dataset, tmp_path):
     assert set(seen[0]) | set(seen[1]) == train
 
     models = tmp_path / "models"
-    assert sorted(p.name for p in models.iterdir()) == ["checkpoint_final.pt", "model.pt"]
+    assert sorted(p.name for p in models.iterdir()) == ["checkpoint_final.pt", "model.pt", "training_run.json"]
     final = torch.load(models / "checkpoint_final.pt", weights_only=True)
     assert final["trainer"]["iteration"] == final["trainer"]["epoch_length"] == 1  # 2 slices per rank, batch 2
     best = torch.load(models / "model.pt", weights_only=True)

@@ -44,7 +44,7 @@ def cbct_dataset(tmp_path_factory) -> Path:
 
 
 def _model(**extra) -> dict:
-    return {"model_preset": "micro", "patch_size": 64, **extra}
+    return {"model_preset": "micro", "patch_size": 64, "allow_random_encoder": True, **extra}
 
 
 def _train(cbct_dataset: Path, work: Path, **extra) -> Path:

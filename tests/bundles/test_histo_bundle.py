@@ -44,7 +44,9 @@ def test_training_writes_checkpoints_logs_and_overlays(trained):
     assert (models / "checkpoint_final.pt").is_file()
     assert (models / "model.pt").is_file()  # best validation checkpoint
     final = torch.load(models / "checkpoint_final.pt", weights_only=True)
-    assert set(final) == {"model", "optimizer", "lr_scheduler", "trainer"}
+    assert set(final) == {"model", "optimizer", "lr_scheduler", "trainer", "best_model", "rng", "run"}
+    run = json.loads((models / "training_run.json").read_text(encoding="utf-8"))
+    assert final["run"] == {"id": run["id"], "epoch": 1, "iteration": 3}
     assert final["trainer"]["iteration"] == final["trainer"]["epoch_length"] == 3  # 5 images, batch 2: one epoch
     best = torch.load(models / "model.pt", weights_only=True)
     assert any(k.startswith("image_encoder.trunk.") for k in best)
@@ -83,6 +85,7 @@ def test_evaluation_writes_the_paper_tables(histo_bundle, histo_dataset, trained
     out = trained / "eval" / "evaluation"
     summary = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert summary["num_images"] == 2  # the test split
+    assert summary["input"]["input_mode"] == "crop" and summary["input"]["patch_size"] == 64  # the default
     assert set(summary["instance"]) == {"per_image_mean", "pooled"}
     assert summary["semantic"]["pooled"]["reduction"] == "pooled"
     tables = (out / "tables.md").read_text(encoding="utf-8")

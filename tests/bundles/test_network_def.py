@@ -4,6 +4,7 @@ the network its weights were trained as (the build arguments recorded with them)
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -51,7 +52,7 @@ COMBOS = {
 def _network(bundle: Path, files: list[str], **overrides) -> CoSegPlusPlus:
     parser = ConfigParser()
     parser.read_config(f=[str(bundle / "configs" / f) for f in files])
-    parser.update({"sam2_checkpoint": None, **overrides})
+    parser.update({"sam2_checkpoint": None, "allow_random_encoder": True, **overrides})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # no SAM2 checkpoint
         torch.manual_seed(0)
@@ -69,22 +70,23 @@ def _shapes(net: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}
 
 
-def _network_args(bundle: Path, file: str) -> set[str]:
+def _network_refs(bundle: Path, file: str) -> dict[str, set[str]]:
+    """``{argument: config items it refers to}`` of a config's ``network_def`` (``@item`` references, also inside
+    expressions such as ``$coseg.engines.flag(@ssm_silu, 'ssm_silu')``)."""
     config = json.loads((bundle / "configs" / file).read_text(encoding="utf-8"))
-    return set(config["network_def"]) - {"_target_", "path", "sam2_checkpoint", "freeze_encoder"}
+    skip = {"_target_", "path", "sam2_checkpoint", "freeze_encoder"}
+    return {k: set(re.findall(r"@(\w+)", str(v))) for k, v in config["network_def"].items() if k not in skip}
 
 
 @pytest.mark.parametrize("name", BUNDLES)
 def test_train_and_inference_list_the_same_network_settings(name):
-    """The drift that lost ``ssm_silu`` in inference: both files name the same settings, each a top-level item."""
+    """The drift that lost ``ssm_silu`` in inference: both files pass the same settings, from items of the same
+    names, each a top-level item of both files."""
     bundle = REPO / "bundles" / name
-    train, infer = (
-        json.loads((bundle / "configs" / f).read_text(encoding="utf-8")) for f in ("train.json", "inference.json")
-    )
-    assert _network_args(bundle, "train.json") == _network_args(bundle, "inference.json")
-    for arg, ref in train["network_def"].items():
-        if isinstance(ref, str) and ref.startswith("@") and arg not in ("sam2_checkpoint",):
-            assert infer["network_def"][arg] == ref and ref[1:] in infer, (arg, ref)
+    train, infer = _network_refs(bundle, "train.json"), _network_refs(bundle, "inference.json")
+    assert train == infer
+    config = json.loads((bundle / "configs" / "inference.json").read_text(encoding="utf-8"))
+    assert all(ref in config for refs in infer.values() for ref in refs)
 
 
 @pytest.mark.parametrize("name", BUNDLES)
@@ -191,3 +193,30 @@ def test_a_model_trained_with_the_ssm_silu_runs_it_in_inference(histo_bundle, hi
     problems = [str(e) for e in _chain(err.value) if isinstance(e, InputFileError)]
     assert problems and str(weights) in problems[0]
     assert "ssm_silu: this network False, the weights True" in problems[0]
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_boolean_settings_from_the_command_line_mean_what_they_say(name):
+    """``--ssm_silu true`` reaches the config as the string 'true' (and 'false' would read as true in Python)."""
+    bundle = REPO / "bundles" / name
+    net = _network(bundle, ["train.json"], model_preset="micro", ssm_silu="true", cross_task_attention="false")
+    assert net.build_args["ssm_silu"] is True and net.build_args["cross_task_attention"] is False
+    with pytest.raises(Exception) as err:
+        _network(bundle, ["train.json"], model_preset="micro", ssm_gate="yes")
+    assert any("ssm_gate must be true or false, got 'yes'" in str(e) for e in _chain(err.value))
+
+
+def test_training_switches_from_the_command_line_mean_what_they_say(histo_bundle, histo_dataset, tmp_path):
+    overrides = micro_overrides(histo_dataset, tmp_path, amp="false", compile="false", synthesize_data="false")
+    train = _workflow(histo_bundle, ["train.json"], "train", **overrides, resume="false")
+    trainer = train.parser.get_parsed_content("train#trainer")
+    assert trainer.amp is False
+    assert len(train.parser.get_parsed_content("train#datalist")) == 5  # the prepared images, none synthesised
+    for key, value in (("resume", "no"), ("compile", "False "), ("amp", 0)):
+        wf = _workflow(histo_bundle, ["train.json"], "train", **{**overrides, key: value})
+        if key == "compile":  # surrounding spaces are fine
+            assert wf.parser.get_parsed_content("train#trainer") is not None
+            continue
+        with pytest.raises(Exception) as err:
+            wf.parser.get_parsed_content("train#trainer")
+        assert any(f"{key} must be true or false" in str(e) for e in _chain(err.value)), key

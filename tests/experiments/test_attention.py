@@ -137,6 +137,6 @@ def _bundle_weights(path, bundle, overrides):
 
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "train.json"))
-    parser.update({**overrides, "network_def#freeze_encoder": False})
+    parser.update({**overrides, "sam2_weights": None, "network_def#freeze_encoder": False})
     torch.save(parser.get_parsed_content("network_def").state_dict(), path)
     return path

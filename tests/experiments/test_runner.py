@@ -180,6 +180,7 @@ def test_plan_writes_args_files_that_monai_bundle_runs(histo_bundle, histo_datas
     out = tmp_path / "planned"
     argv = ["plan", "table8", "--output", str(out), "--seeds", "3", "--preset", "micro"]
     argv += ["--dataset_dir", str(histo_dataset), "--epochs", "1", "--set", "patch_size=64", "num_workers=0"]
+    argv += ["allow_random_encoder=true"]  # the micro preset has no SAM2 checkpoint
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert printed.count("python -m monai.bundle run training --args_file") == 3

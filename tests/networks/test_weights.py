@@ -47,8 +47,21 @@ def test_missing_unexpected_and_shape_errors_are_listed(micro_state):
 def test_wrong_preset_is_reported(micro_state):
     with torch.device("meta"):
         enc = build_image_encoder("hiera_t")
-    with pytest.raises(SAM2CheckpointError, match="wrong preset"):
+    with pytest.raises(SAM2CheckpointError) as err:
         load_sam2_weights(enc, micro_state)
+    first = str(err.value).splitlines()[0]
+    assert "holds the SAM2 image encoder Hiera (embed_dim 16, 6 blocks)" in first
+    assert "this network's encoder is hiera_t (embed_dim 96, 12 blocks)" in first
+
+
+def test_a_checkpoint_of_another_preset_names_both(tmp_path, micro_state):
+    path = tmp_path / "micro.pt"
+    torch.save({"model": micro_state}, path)
+    with pytest.raises(SAM2CheckpointError) as err:
+        CoSegPlusPlus.from_preset("tiny", sam2_checkpoint=str(path))
+    first = str(err.value).splitlines()[0]
+    assert first.startswith(f"model preset 'tiny': {path}: holds the SAM2 image encoder Hiera (embed_dim 16")
+    assert "hiera_t (embed_dim 96, 12 blocks)" in first
 
 
 def test_file_errors(tmp_path):

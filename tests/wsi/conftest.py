@@ -12,13 +12,15 @@ import pytest
 import tifffile
 import torch
 from PIL import Image
+from scipy import ndimage
 from torch import nn
 
 from coseg.constants import PIXEL_MEAN, PIXEL_STD
 from coseg.inferers import CoSegSlidingWindowInferer
 from coseg.keys import OutputKeys
 from coseg.losses import compute_hv_maps
-from coseg.postprocess import WatershedParams, params_for_resolution
+from coseg.postprocess import WatershedParams, hv_watershed, params_for_resolution
+from coseg.postprocess.synthetic import random_ellipse_instances
 
 SEM_CLASSES = {0: "background", 1: "tissue"}
 INST_TYPES = {0: "background", 1: "nucleus"}
@@ -172,3 +174,30 @@ def encode_nuclei(inst: np.ndarray, *, hv: bool = True) -> np.ndarray:
         maps = compute_hv_maps(inst[None].astype(np.int64)).transpose(1, 2, 0)
         rgb[..., 1:] = np.clip(np.round(maps * 127.0 + 128.0), 1, 255).astype(np.uint8)
     return rgb
+
+
+LEVEL0 = (720, 880)
+
+
+@pytest.fixture(scope="module")
+def nuclei() -> np.ndarray:
+    """Separate nuclei (at least 4 px apart) at level 0, 6-14 px radius, on a 720 x 880 slide."""
+    inst = random_ellipse_instances(LEVEL0, 200, radius_range=(6.0, 14.0), touching_fraction=0.0, seed=7)
+    grown = ndimage.grey_dilation(inst, size=9)
+    near = (grown != inst) & (inst > 0)
+    inst[np.isin(inst, np.concatenate([inst[near], grown[near]]))] = 0
+    return np.unique(inst, return_inverse=True)[1].reshape(inst.shape)
+
+
+@pytest.fixture(scope="module")
+def slide(tmp_path_factory, nuclei) -> tuple:
+    """The nuclei encoded for :class:`PointwiseNet` (constant HV: objects from the object map alone), as a 3-level
+    pyramidal TIFF at 0.25 um/px, and the instances the watershed finds at level 1."""
+    rgb = encode_nuclei(nuclei, hv=False)
+    path = write_pyramid(tmp_path_factory.mktemp("slide") / "slide.tif", rgb, levels=3, mpp=0.25, tile=64)
+    level1 = rgb[::2, ::2]
+    prob = (level1[..., 0] > 127).astype(np.float32)
+    expected = hv_watershed(
+        prob, np.zeros((2, *prob.shape), np.float32), params=params_for_resolution(magnification=20)
+    )
+    return path, expected

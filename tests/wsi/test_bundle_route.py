@@ -98,6 +98,18 @@ def test_inference_json_runs_both_paths(inputs, checkpoint, tmp_path):
     assert tifffile.imread(out / "big_inst.tif").shape == (300, 320)
 
 
+def test_the_whole_slide_inferer_builds_the_network_its_checkpoint_records(checkpoint, tmp_path):
+    """``--checkpoint`` names the weights, and the network is built as they record (no ``model_preset`` given)."""
+    from coseg.wsi.routing import wsi_inferer_from_bundle
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        inferer = wsi_inferer_from_bundle(
+            BUNDLE, overrides={"patch_size": 64}, output_dir=str(tmp_path), checkpoint=str(checkpoint)
+        )
+    assert inferer.network.build_args["name"] == "micro"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

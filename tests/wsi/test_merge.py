@@ -180,3 +180,73 @@ def test_piece_statistics_by_hand():
     assert left.lines["right"][0, 10:16].tolist() == [1] * 6  # its piece on the edge column
     assert len(merged) == 1 and merged.area.tolist() == [120] and merged.joins == 1
     assert merged.types.tolist() == [1] and merged.tissue.tolist() == [1]
+
+
+def _rotated_to_first_min(ring: np.ndarray) -> np.ndarray:
+    """The ring started at its smallest ``(y, x)`` vertex (to compare rings that start elsewhere)."""
+    return np.roll(ring, -int(np.lexsort((ring[:, 0], ring[:, 1]))[0]), axis=0)
+
+
+def _masks(count: int, seed: int) -> list[np.ndarray]:
+    """Single-piece masks: blobs, ellipses, noise with holes and diagonal-only contacts, thin lines, one pixel."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    out = [np.ones((1, 1), bool), np.ones((1, 7), bool), np.ones((6, 1), bool), np.eye(4, dtype=bool)]
+    for k in range(count):
+        h, w = (int(v) for v in rng.integers(1, 28, 2))
+        if k % 3 == 0:
+            m = rng.random((h, w)) < rng.uniform(0.4, 0.95)
+        elif k % 3 == 1:
+            yy, xx = np.mgrid[:h, :w]
+            m = ((yy - h / 2) / max(h / 2, 1)) ** 2 + ((xx - w / 2) / max(w / 2, 1)) ** 2 < rng.uniform(0.5, 1.3)
+        else:
+            m = ndimage.gaussian_filter(rng.random((h, w)), rng.uniform(0.8, 2.0)) > 0.5
+        labels, n = ndimage.label(m)
+        if n:
+            out.append(labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1)
+    return out
+
+
+def test_traced_outlines_are_those_of_mask_to_polygons():
+    """The outline of a piece (holes filled) traced by OpenCV is the polygon mask_to_polygons gives, vertex for
+    vertex and in the same orientation; masks it cannot trace (saddles) take mask_to_polygons' way."""
+    from scipy import ndimage
+
+    from coseg.histo.geojson import mask_to_polygons, polygon_mask
+    from coseg.wsi.merge import _outline, _traced_outline
+
+    traced = 0
+    for mask in _masks(900, seed=4):
+        x0, y0 = 17, 5
+        expected = mask_to_polygons(ndimage.binary_fill_holes(mask), offset=(float(x0), float(y0)))
+        got = _outline(mask, x0, y0)
+        fast = _traced_outline(mask, x0, y0)
+        traced += fast is not None
+        assert len(got) == len(expected)
+        for p, q in zip(got, expected):
+            assert len(p) == len(q) == 1  # holes filled: exteriors only
+            np.testing.assert_array_equal(_rotated_to_first_min(p[0]), _rotated_to_first_min(q[0]))
+        # exact under re-rasterisation: the pixel centres inside are the mask with its holes filled
+        shape = (y0 + mask.shape[0] + 1, x0 + mask.shape[1] + 1)
+        filled = np.zeros(shape, bool)
+        filled[y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]] = ndimage.binary_fill_holes(mask)
+        np.testing.assert_array_equal(polygon_mask(got, shape), filled)
+    assert traced > 600  # most masks took the fast way
+
+
+def test_geometry_texts_are_the_geojson_writers_bytes():
+    import json
+
+    from coseg.histo.geojson import polygons_geometry
+    from coseg.wsi.merge import _outline, geometry_text, geometry_texts
+    from coseg.wsi.tiling import Placement
+
+    objects = [_outline(m, 3 * k, 1000 + k) for k, m in enumerate(_masks(60, seed=5))]
+    objects.append([[np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]])], [np.array([[5.0, 5.0], [6.0, 5.0], [6.0, 7.0]])]])
+    for placement in (Placement((1.0, 1.0), (0.0, 0.0), None), Placement((2.0001, 1.9999), (13.0, 7.5), (0.5, 0.5))):
+        texts = geometry_texts(objects, placement)
+        for polys, text in zip(objects, texts):
+            geometry = polygons_geometry(polys, scale=placement.scale, offset=placement.offset, decimals=2)
+            assert text == json.dumps(geometry, separators=(",", ":")) == geometry_text(polys, placement)
+    assert json.loads(texts[-1])["type"] == "MultiPolygon"

@@ -14,48 +14,21 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
-from scipy import ndimage
 
 from coseg.histo.geojson import load_features
-from coseg.postprocess import hv_watershed, params_for_resolution
-from coseg.postprocess.synthetic import random_ellipse_instances
 from coseg.wsi import WholeSlideInferer, group_options
 
 from .conftest import INST_TYPES, SEM_CLASSES, PointwiseNet, encode_nuclei, micro_inferer, watershed, write_pyramid
 from .test_merge import _same_partition
 
-LEVEL0 = (720, 880)
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def nuclei() -> np.ndarray:
-    """Separate nuclei (at least 4 px apart) at level 0, 6-14 px radius, on a 720 x 880 slide."""
-    inst = random_ellipse_instances(LEVEL0, 200, radius_range=(6.0, 14.0), touching_fraction=0.0, seed=7)
-    grown = ndimage.grey_dilation(inst, size=9)
-    near = (grown != inst) & (inst > 0)
-    inst[np.isin(inst, np.concatenate([inst[near], grown[near]]))] = 0
-    return np.unique(inst, return_inverse=True)[1].reshape(inst.shape)
-
-
-@pytest.fixture(scope="module")
-def slide(tmp_path_factory, nuclei) -> tuple:
-    """The nuclei encoded for :class:`PointwiseNet` (constant HV: objects from the object map alone), as a 3-level
-    pyramidal TIFF at 0.25 um/px, and the instances the watershed finds at level 1."""
-    rgb = encode_nuclei(nuclei, hv=False)
-    path = write_pyramid(tmp_path_factory.mktemp("slide") / "slide.tif", rgb, levels=3, mpp=0.25, tile=64)
-    level1 = rgb[::2, ::2]
-    prob = (level1[..., 0] > 127).astype(np.float32)
-    expected = hv_watershed(
-        prob, np.zeros((2, *prob.shape), np.float32), params=params_for_resolution(magnification=20)
-    )
-    return path, expected
-
-
-def _inferer(output_dir, **kwargs) -> WholeSlideInferer:
-    """The inferer with small tiles; ``kwargs`` flat, as ``python -m coseg.wsi`` gives them (sorted into the
-    reading / tiling / outputs settings by :func:`coseg.wsi.group_options`)."""
-    options = group_options({"tile_size": 128, "output_tile": 64, "margin": 24, "workers": 1, **kwargs})
+def _inferer(output_dir, cls: type = WholeSlideInferer, **kwargs) -> WholeSlideInferer:
+    """The inferer (``cls``) with small tiles, in one process unless ``workers`` says otherwise; ``kwargs`` flat, as
+    ``python -m coseg.wsi`` gives them (sorted into the reading / tiling / outputs settings by
+    :func:`coseg.wsi.group_options`)."""
+    options = group_options({"tile_size": 128, "output_tile": 64, "margin": 24, "workers": 0, **kwargs})
     args = {
         "network": PointwiseNet(),
         "inferer": micro_inferer(batch=8),
@@ -67,7 +40,7 @@ def _inferer(output_dir, **kwargs) -> WholeSlideInferer:
         **options.pop("other"),
         **options,
     }
-    return WholeSlideInferer(**args)
+    return cls(**args)
 
 
 def test_pyramid_end_to_end_at_level_one(tmp_path, slide, nuclei):

@@ -1,4 +1,5 @@
-"""Command line: ``python -m coseg.bundle export BUNDLE OUT`` and ``python -m coseg.bundle check BUNDLE``."""
+"""Command line: ``python -m coseg.bundle export BUNDLE OUT``, ``python -m coseg.bundle check BUNDLE`` and
+``python -m coseg.bundle extract ZIP DIR``."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from coseg.bundle.archive import extract_bundle
 from coseg.bundle.export import _read_json, export_bundle, parse_override
 from coseg.bundle.metadata import check_metadata, config_class_problems
-from coseg.errors import InputFileError
+from coseg.errors import InputFileError, UserInputError, install_excepthook
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     chk = sub.add_parser("check", help="check a bundle's metadata.json (offline: required fields, inputs/outputs)")
     chk.add_argument("bundle", type=Path)
+    ext = sub.add_parser(
+        "extract",
+        help="install a bundle zip as DIR/<name>/ (e.g. a MONAI Label app's model/ folder); a zip with members "
+        "that leave the bundle folder (.., absolute paths, links) is refused before anything is written",
+    )
+    ext.add_argument("zip", type=Path, help="the bundle zip")
+    ext.add_argument("destination", type=Path, help="the folder to extract into")
     return parser
 
 
@@ -72,8 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             path = export_bundle(args.bundle, args.output, models=args.models, overrides=overrides)
             print(f"{path} ({path.stat().st_size / 2**20:.1f} MiB)")
             return 0
+        if args.command == "extract":
+            print(extract_bundle(args.zip, args.destination))
+            return 0
         problems = _check(args.bundle)
-    except (InputFileError, FileNotFoundError, ValueError) as err:
+    except (UserInputError, FileNotFoundError, FileExistsError, PermissionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for problem in problems:
@@ -83,4 +95,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     sys.exit(main())

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from coseg.bundle.metadata import check_metadata, config_class_problems
-from coseg.errors import InputFileError
+from coseg.errors import InputFileError, InputNotFoundError, UserInputError
 
 __all__ = [
     "VENDORED_FILE",
@@ -107,12 +107,12 @@ def parse_override(text: str) -> tuple[str, Any]:
     ``null``), and kept as a plain string when it is not valid JSON (``model_preset=tiny``).
 
     Raises:
-        ValueError: no ``=`` or an empty id.
+        UserInputError: no ``=`` or an empty id (a ``ValueError``).
     """
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ValueError(f"an override must look like ID=VALUE (e.g. model_preset=tiny), got {text!r}")
+        raise UserInputError(f"an override must look like ID=VALUE (e.g. model_preset=tiny), got {text!r}")
     try:
         return key, json.loads(value)
     except json.JSONDecodeError:
@@ -155,16 +155,18 @@ def apply_overrides(configs: Mapping[str, Any], overrides: Mapping[str, Any]) ->
         ``{id: [file names changed]}``.
 
     Raises:
-        ValueError: an id that no config defines.
+        UserInputError: an empty id, or one that no config defines (a ``ValueError``).
     """
     changed: dict[str, list[str]] = {}
     for key, value in overrides.items():
         parts = [p for p in str(key).replace("::", "#").split("#") if p]
         if not parts:
-            raise ValueError(f"empty override id {key!r}")
+            raise UserInputError(f"empty override id {key!r}")
         changed[key] = [name for name, content in configs.items() if _set_existing(content, parts, value)]
         if not changed[key]:
-            raise ValueError(f"override {key!r} matches no item of {sorted(configs)}; only existing items can be set")
+            raise UserInputError(
+                f"override {key!r} matches no item of {sorted(configs)}; only existing items can be set"
+            )
     return changed
 
 
@@ -175,13 +177,24 @@ def _read_json(path: Path) -> Any:
         raise InputFileError(path, f"cannot be read as JSON: {err}") from err
 
 
-def _check_weights(path: Path, inference: Any) -> None:
+#: model files that must load with ``torch.load(weights_only=True)``
+_TORCH_SUFFIXES = (".pt", ".pth")
+
+
+def _load_weights(path: Path) -> Any:
     import torch
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # torch raises many types for unreadable files
-        raise InputFileError(path, f"cannot be loaded with torch.load(weights_only=True): {err}") from err
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # torch raises many types for unreadable files (and UnpicklingError for code)
+        problem = " ".join(str(err).split())[:300]
+        raise InputFileError(path, f"cannot be loaded with torch.load(weights_only=True): {problem}") from err
+
+
+def _check_weights(path: Path, inference: Any) -> None:
+    import torch
+
+    state = _load_weights(path)
     if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         keys = list(state)[:5] if isinstance(state, Mapping) else type(state).__name__
         raise InputFileError(
@@ -210,7 +223,11 @@ def _check_build_args(path: Path, state: Mapping[str, Any], inference: Any) -> N
         return
     stated = {}
     for arg, ref in network_def.items():
-        value = inference.get(ref[1:]) if isinstance(ref, str) and ref.startswith("@") else ref
+        value = ref
+        if isinstance(ref, str) and ref[:1] in "$@":
+            # "@item", or one call on it ("$coseg.engines.flag(@item, 'item')"): the item's literal value
+            refs = re.findall(r"@(\w+)", ref)
+            value = inference.get(refs[0]) if len(refs) == 1 else None
         if value is not None and not (isinstance(value, str) and value[:1] in "$@%"):
             stated[arg] = value
     conflicts = build_args_conflicts(stated, recorded, keys=ARCHITECTURE_ARGS, labels=("inference.json", "model.pt"))
@@ -231,6 +248,32 @@ def _check_classes(configs: Mapping[str, Any], meta_path: Path) -> None:
     if found:
         name, problems = next(iter(found.items()))
         raise InputFileError(meta_path, f"disagrees with configs/{name}: " + "; ".join(problems))
+
+
+def _model_files(root: Path, models: Sequence[str] | None, inference: Any) -> list[tuple[Path, str]]:
+    """The requested files of ``root/models/``, checked (``model.pt`` also against ``inference``, the parsed
+    ``inference.json``): ``[(path, name relative to models/)]``."""
+    models_dir = (root / "models").resolve()
+    if models is None:
+        models = ["model.pt"] if (models_dir / "model.pt").is_file() else []
+    found: dict[str, Path] = {}
+    for name in models:
+        if not str(name).strip() or Path(name).is_absolute():
+            raise InputFileError(name, f"give model files by their name under {models_dir}, not an absolute path")
+        path = (models_dir / name).resolve()  # symbolic links followed: a link out of models/ is refused too
+        if not path.is_relative_to(models_dir):
+            raise InputFileError(name, f"is not inside the bundle's models folder {models_dir}; refused")
+        if not path.exists():
+            raise InputNotFoundError(path, "requested model file does not exist")
+        if not path.is_file():
+            raise InputFileError(path, "requested model file is not a regular file")
+        rel = path.relative_to(models_dir).as_posix()
+        if rel == "model.pt":
+            _check_weights(path, inference)
+        elif path.suffix.lower() in _TORCH_SUFFIXES:
+            _load_weights(path)
+        found.setdefault(rel, path)
+    return [(path, rel) for rel, path in found.items()]
 
 
 def _zip_entry(zf: zipfile.ZipFile, arcname: str, data: bytes, *, compress: bool = True) -> None:
@@ -267,8 +310,11 @@ def export_bundle(
     Args:
         bundle_dir: the bundle folder (``configs/metadata.json`` inside).
         output_dir: where the zip goes (created if needed).
-        models: file names under ``models/`` to include; ``None`` takes ``model.pt`` when it exists, ``[]`` none.
-            Resumable training checkpoints (``checkpoint_*.pt``) are large and rarely wanted.
+        models: file names under ``models/`` to include (relative paths; a name that leads out of ``models/``, by
+            ``..``, an absolute path or a symbolic link, is refused); ``None`` takes ``model.pt`` when it exists,
+            ``[]`` none. Every ``.pt`` / ``.pth`` file must load with ``torch.load(weights_only=True)`` (tensors
+            and plain containers, no pickled code) and ``model.pt`` must be a plain state dict. Resumable training
+            checkpoints (``checkpoint_*.pt``) are large and rarely wanted.
         overrides: ``{config id: value}`` set in every config file that defines the id (metadata.json included:
             ``name`` or ``version`` can be changed this way), e.g. ``{"patch_size": 256}`` for weights trained on the
             quickstart's patches (the network itself is built as ``model.pt`` records). Only existing items can be set.
@@ -278,10 +324,10 @@ def export_bundle(
         The path of the zip.
 
     Raises:
-        InputFileError: a missing or unreadable bundle file, failed metadata checks, unusable weights, or weights of
-            another network than ``inference.json`` states.
-        ValueError: an override that matches nothing.
-        FileNotFoundError: a requested model file does not exist.
+        InputFileError: a missing or unreadable bundle file, failed metadata checks, unusable weights, weights of
+            another network than ``inference.json`` states, a model file outside ``models/``.
+        InputNotFoundError: a requested model file does not exist (a ``FileNotFoundError``).
+        UserInputError: an override that matches nothing (a ``ValueError``).
     """
     root = Path(bundle_dir).expanduser().resolve()
     configs_dir = root / "configs"
@@ -305,16 +351,7 @@ def export_bundle(
     if not license_path.is_file():
         raise InputFileError(root, "no LICENSE file; a packaged bundle must carry its licence")
 
-    if models is None:
-        models = ["model.pt"] if (root / "models" / "model.pt").is_file() else []
-    model_paths = []
-    for name in models:
-        path = root / "models" / name
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: requested model file does not exist")
-        if name == "model.pt":
-            _check_weights(path, parsed.get("inference.json"))
-        model_paths.append(path)
+    model_files = _model_files(root, models, parsed.get("inference.json"))
 
     package = Path(package_dir) if package_dir is not None else Path(__file__).resolve().parents[1]
     vendored = package_files(package)
@@ -346,9 +383,9 @@ def export_bundle(
             for extra in ("large_files.yml", "large_files.yaml", "large_files.json"):
                 if (root / extra).is_file():
                     _zip_entry(zf, f"{name}/{extra}", (root / extra).read_bytes())
-            for path in model_paths:
+            for path, rel in model_files:
                 # weights compress poorly: stored, and streamed so that large files need no memory
-                info = zipfile.ZipInfo(f"{name}/models/{path.name}", date_time=_ZIP_DATE)
+                info = zipfile.ZipInfo(f"{name}/models/{rel}", date_time=_ZIP_DATE)
                 info.external_attr = 0o644 << 16
                 with zf.open(info, "w", force_zip64=True) as dst, path.open("rb") as src:
                     while chunk := src.read(1 << 24):
@@ -360,5 +397,5 @@ def export_bundle(
     finally:
         if tmp.exists():
             tmp.unlink()
-    logger.info("wrote %s (%d vendored files, models: %s)", target, len(vendored), [p.name for p in model_paths])
+    logger.info("wrote %s (%d vendored files, models: %s)", target, len(vendored), [rel for _, rel in model_files])
     return target

@@ -1,4 +1,5 @@
-"""Domain-free data helpers: datalists of prepared datasets, the label codec of class-map labels, splits.
+"""Domain-free data helpers: datalists of prepared datasets, the label codec of class-map labels, splits, instance
+maps kept whole through resampling.
 
 Histology formats live in :mod:`coseg.histo`, dental CBCT in :mod:`coseg.dental`.
 """
@@ -18,6 +19,7 @@ _EXPORTS = {
     "decode_class_map": "coseg.data.label_codec",
     "encode": "coseg.data.label_codec",
     "encode_class_map": "coseg.data.label_codec",
+    "keep_instances_whole": "coseg.data.resize",
     "label_capacity": "coseg.data.label_codec",
     "read_datalist": "coseg.data.datalist",
     "split_groups": "coseg.data.split",

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from coseg.errors import InputFileError, InputNotFoundError
+
 __all__ = ["dataset_classes", "read_datalist", "PATH_KEYS", "check_dataset_classes"]
 
 logger = logging.getLogger(__name__)
@@ -37,17 +39,18 @@ def read_datalist(
         MONAI datalist items with absolute paths.
 
     Raises:
-        FileNotFoundError: no ``datalist.json``.
-        ValueError: an unknown split or a fraction outside (0, 1].
+        InputNotFoundError: no ``datalist.json`` (a ``FileNotFoundError``).
+        InputFileError: an unknown split (a ``ValueError``).
+        ValueError: a fraction outside (0, 1].
     """
     root = Path(dataset_dir).expanduser()
     datalist = root / "datalist.json"
     if not datalist.is_file():
-        raise FileNotFoundError(f"{root}: no datalist.json (prepare the dataset first)")
+        raise InputNotFoundError(root, "no datalist.json (prepare the dataset first)")
     content = json.loads(datalist.read_text(encoding="utf-8"))
     if split not in content:
-        raise ValueError(
-            f"{datalist}: no split {split!r}; it has {[k for k in content if isinstance(content[k], list)]}"
+        raise InputFileError(
+            datalist, f"no split {split!r}; it has {[k for k in content if isinstance(content[k], list)]}"
         )
     items = [_absolute(item, root) for item in content[split]]
     if not 0.0 < fraction <= 1.0:
@@ -77,7 +80,7 @@ def check_dataset_classes(
     """Fail early when a prepared dataset's class lists (``dataset.json``) differ from the bundle's.
 
     Raises:
-        ValueError: the numbers of classes differ (names may differ; they are only logged).
+        InputFileError: the numbers of classes differ (names may differ; they are only logged).
     """
     info = dataset_classes(dataset_dir)
     for key, ours in (("semantic_classes", sem_classes), ("instance_types", inst_types)):
@@ -85,9 +88,10 @@ def check_dataset_classes(
         if theirs is None:
             continue
         if len(theirs) != len(ours):
-            raise ValueError(
-                f"{dataset_dir}/dataset.json has {len(theirs)} {key} {dict(theirs)} but the bundle is configured for "
-                f"{len(ours)} {dict(ours)}; override sem_classes / inst_types to match the data"
+            raise InputFileError(
+                Path(dataset_dir) / "dataset.json",
+                f"has {len(theirs)} {key} {dict(theirs)} but the bundle is configured for {len(ours)} {dict(ours)}; "
+                "override sem_classes / inst_types to match the data",
             )
         if [str(v) for v in theirs.values()] != [str(v) for v in ours.values()]:
             logger.warning("class names of %s differ from the bundle's: %s vs %s", key, dict(theirs), dict(ours))

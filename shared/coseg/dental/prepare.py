@@ -54,7 +54,7 @@ from coseg.dental.geometry import SLICE_AXES, make_model_slices, slice_geometry
 from coseg.dental.labels import INSTANCE_TYPES, SEMANTIC_CLASSES, CbctLabelMap, build_label_map, tooth_type_names
 from coseg.dental.outputs import write_png
 from coseg.dental.volumes import CbctCase, find_toothfairy2_cases, read_case
-from coseg.errors import InputFileError
+from coseg.errors import InputFileError, install_excepthook
 from coseg.io import StagedDir, write_json
 
 __all__ = ["prepare_cbct", "main", "DATASET_TOOTH_TYPES"]
@@ -331,4 +331,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     sys.exit(main())

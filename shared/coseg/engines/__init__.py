@@ -4,14 +4,18 @@ Domain code (readers, inference writers, reports) lives in :mod:`coseg.histo` an
 bundles only wire these together, every ``$`` expression in their configs being at most one call.
 """
 
-from coseg.engines.config import find_bundle_root, trainable_parameters
-from coseg.engines.handlers import (
+from coseg.engines.checkpoints import (
+    BestModelSaver,
     CheckpointLoader,
+    TrainingCheckpointLoader,
+    TrainingCheckpointSaver,
+    find_resume_checkpoint,
+)
+from coseg.engines.config import find_bundle_root, flag, trainable_parameters
+from coseg.engines.handlers import (
     LossTermsHandler,
     OverlayWriter,
     ProgressBar,
-    TrainingCheckpointLoader,
-    TrainingCheckpointSaver,
     finish_distributed,
     loss_value,
     rank_zero_handlers,
@@ -22,6 +26,7 @@ from coseg.engines.prepare_batch import LABEL_KEYS, PrepareBatchCoSeg
 
 __all__ = [
     "LABEL_KEYS",
+    "BestModelSaver",
     "CheckpointLoader",
     "LossTermsHandler",
     "OverlayWriter",
@@ -31,7 +36,9 @@ __all__ = [
     "TrainingCheckpointSaver",
     "ValidationHistory",
     "find_bundle_root",
+    "find_resume_checkpoint",
     "finish_distributed",
+    "flag",
     "loss_value",
     "rank_zero_handlers",
     "read_validation_history",

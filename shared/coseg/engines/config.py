@@ -1,4 +1,4 @@
-"""Helpers the bundle configs call: where the bundle is, which parameters train."""
+"""Helpers the bundle configs call: where the bundle is, which parameters train, what a boolean setting says."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["find_bundle_root", "trainable_parameters"]
+__all__ = ["find_bundle_root", "flag", "trainable_parameters"]
 
 
 def _bundle_name(path: Path) -> str | None:
@@ -45,3 +45,37 @@ def find_bundle_root(name: str) -> str:
 def trainable_parameters(network: Any) -> list[Any]:
     """The parameters that require gradients (the frozen SAM2 trunk is left out of the optimizer)."""
     return [p for p in network.parameters() if p.requires_grad]
+
+
+def flag(value: Any, name: str, *, allow_none: bool = False) -> bool | None:
+    """A boolean setting as it means: ``True``/``False``, or the strings ``"true"``/``"false"`` in any case.
+
+    ``python -m monai.bundle run ... --resume false`` hands the config the *string* ``'false'``, which Python reads as
+    true (``not 'false'`` is ``False``). Configs pass every boolean setting through this function once, where it is
+    used, so that the command line means what it says.
+
+    Args:
+        value: the setting's value.
+        name: the setting's name, for the error message.
+        allow_none: accept ``None`` (and ``"null"`` / ``"none"``) and return ``None`` ("not set").
+
+    Returns:
+        The boolean (or ``None``).
+
+    Raises:
+        ValueError: anything else (``1``, ``"yes"``, ``"False "`` is fine but ``"f"`` is not).
+    """
+    if isinstance(value, bool):
+        return value
+    if type(value).__name__ == "bool_":  # numpy.bool_
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "false"):
+            return text == "true"
+        if allow_none and text in ("null", "none"):
+            return None
+    elif value is None and allow_none:
+        return None
+    allowed = "true, false or null" if allow_none else "true or false"
+    raise ValueError(f"{name} must be {allowed}, got {value!r}")

@@ -1,5 +1,5 @@
-"""Ignite handlers for the bundles: loss-term logging, overlay pictures of validation images, checkpoint loading and
-saving."""
+"""Ignite handlers for the bundles: loss-term logging, overlay pictures of validation images, progress; the
+checkpoint handlers are in :mod:`coseg.engines.checkpoints`."""
 
 from __future__ import annotations
 
@@ -12,24 +12,20 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar as _IgniteProgressBar
-from monai.handlers import CheckpointLoader as _MonaiCheckpointLoader
 from monai.handlers import CheckpointSaver
 
-from coseg.errors import InputFileError
+from coseg.engines.checkpoints import BestModelSaver, TrainingCheckpointSaver
 from coseg.io import source_name, write_rgb
 from coseg.keys import DataKeys
 from coseg.postprocess.transforms import PredKeys
 from coseg.visualize import denormalize, overlay
 
 __all__ = [
-    "CheckpointLoader",
     "rank_zero_handlers",
     "loss_value",
     "LossTermsHandler",
     "OverlayWriter",
     "ProgressBar",
-    "TrainingCheckpointLoader",
-    "TrainingCheckpointSaver",
 ]
 
 logger = logging.getLogger(__name__)
@@ -165,45 +161,6 @@ class ProgressBar(_IgniteProgressBar):
         super().attach(engine, *args, **kwargs)
 
 
-class TrainingCheckpointSaver(CheckpointSaver):
-    """MONAI's ``CheckpointSaver`` that also saves the trainer it is attached to (epoch and iteration).
-
-    A config cannot put the trainer into the ``save_dict`` of one of its own handlers (a reference cycle), so it
-    is added here, at attach time. With the model, optimizer and scheduler this makes the checkpoint resume
-    exactly (see :class:`TrainingCheckpointLoader`).
-    """
-
-    def attach(self, engine: Engine) -> None:
-        self.save_dict["trainer"] = engine
-        super().attach(engine)
-
-
-class CheckpointLoader(_MonaiCheckpointLoader):
-    """MONAI's ``CheckpointLoader`` whose failures name the file.
-
-    Same arguments and behaviour; a missing or unreadable file, weights that do not fit the network (missing or
-    unexpected keys, other shapes, or other build arguments recorded with them: see
-    :meth:`coseg.networks.CoSegPlusPlus.from_saved`) raise :class:`~coseg.errors.InputFileError` with the file's path
-    and MONAI's or torch's message.
-    """
-
-    def __call__(self, engine: Engine) -> None:
-        if not os.path.isfile(self.load_path):
-            raise InputFileError(self.load_path, "checkpoint not found (train the bundle first or give its path)")
-        try:
-            super().__call__(engine)
-        except Exception as err:  # torch.load and load_state_dict raise many types
-            raise InputFileError(self.load_path, f"cannot be loaded ({type(err).__name__}: {err})") from err
-
-
-class TrainingCheckpointLoader(CheckpointLoader):
-    """MONAI's ``CheckpointLoader`` that also restores the trainer it is attached to (epoch and iteration)."""
-
-    def attach(self, engine: Engine) -> None:
-        self.load_dict["trainer"] = engine
-        super().attach(engine)
-
-
 def loss_value(output: Any) -> float:
     """The scalar loss of a MONAI trainer's output dict (an ``output_transform`` for stats handlers)."""
     return float(output["loss"].detach())
@@ -221,7 +178,16 @@ def rank_zero_handlers(handlers: list[Any] | None) -> list[Any]:
     handlers = list(handlers or [])
     if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
         return handlers
-    writers = (CheckpointSaver, StatsHandler, TensorBoardStatsHandler, MetricsSaver, OverlayWriter, _IgniteProgressBar)
+    writers = (
+        CheckpointSaver,
+        TrainingCheckpointSaver,
+        BestModelSaver,
+        StatsHandler,
+        TensorBoardStatsHandler,
+        MetricsSaver,
+        OverlayWriter,
+        _IgniteProgressBar,
+    )
     return [h for h in handlers if not isinstance(h, writers)]
 
 

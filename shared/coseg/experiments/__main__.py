@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from coseg.errors import UserInputError, install_excepthook
+
 __all__ = ["main", "parse_set"]
 
 logger = logging.getLogger("coseg.experiments")
@@ -35,13 +37,13 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
     they are JSON, else kept as strings).
 
     Raises:
-        ValueError: an item without ``=`` or with an empty key.
+        UserInputError: an item without ``=`` or with an empty key (a ``ValueError``).
     """
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set takes KEY=VALUE items, got {item!r}")
+            raise UserInputError(f"--set takes KEY=VALUE items, got {item!r}")
         try:
             out[key.strip()] = json.loads(value)
         except ValueError:
@@ -166,7 +168,7 @@ def _cmd_attention(args: argparse.Namespace) -> int:
         checkpoint = Path(args.checkpoint) if args.checkpoint else run / "models" / "model.pt"
     else:
         if not args.checkpoint:
-            raise ValueError("give --run (a run folder) or --checkpoint (with the configs it was trained with)")
+            raise UserInputError("give --run (a run folder) or --checkpoint (with the configs it was trained with)")
         bundle = _bundle(args.bundle)
         extra = [str(_config_path(bundle, c)) for group in (args.config or []) for c in group]
         checkpoint = Path(args.checkpoint)
@@ -256,4 +258,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     sys.exit(main())

@@ -219,7 +219,7 @@ def load_network(
     parser.read_config(f=[str(Path(bundle) / "configs" / "train.json")] + [str(p) for p in config_files])
     parser.update(dict(overrides or {}))
     # the weights come from the checkpoint: no SAM2 file is read and nothing is frozen (no warning either)
-    parser.update({"sam2_checkpoint": None, "network_def#freeze_encoder": False})
+    parser.update({"sam2_weights": None, "network_def#freeze_encoder": False})
     network = parser.get_parsed_content("network_def", instantiate=True)
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from coseg.errors import UserInputError
 from coseg.experiments.plot import Panel, Series, draw_line_plot
 from coseg.experiments.spec import ExperimentSpec, RowSpec, parse_experiment, spec_to_json
 from coseg.experiments.tables import (
@@ -113,14 +114,14 @@ class ExperimentSettings:
         if self.test_dataset_dir is not None:
             self.test_dataset_dir = Path(self.test_dataset_dir).expanduser().resolve()
         if isinstance(self.seeds, int) or not self.seeds:
-            raise ValueError(f"seeds must be a non-empty list of integers, got {self.seeds!r}")
+            raise UserInputError(f"seeds must be a non-empty list of integers, got {self.seeds!r}")
         if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) for s in self.seeds):
             raise TypeError(f"seeds must be integers, got {self.seeds!r}")
         if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds must be distinct, got {self.seeds!r}")
+            raise UserInputError(f"seeds must be distinct, got {self.seeds!r}")
         self.seeds = tuple(int(s) for s in self.seeds)
         if self.checkpoint not in CHECKPOINTS:
-            raise ValueError(f"checkpoint must be one of {sorted(CHECKPOINTS)}, got {self.checkpoint!r}")
+            raise UserInputError(f"checkpoint must be one of {sorted(CHECKPOINTS)}, got {self.checkpoint!r}")
         for path in [self.bundle / "configs" / "train.json", self.bundle / "configs" / "evaluate.json"]:
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: missing; is {self.bundle} a bundle root?")
@@ -129,7 +130,7 @@ class ExperimentSettings:
                 raise FileNotFoundError(f"{path}: no such config file")
         reserved = sorted(set(self.overrides) & set(RESERVED_KEYS))
         if reserved:
-            raise ValueError(f"{reserved} are set by the experiment runner for each run and cannot be overridden")
+            raise UserInputError(f"{reserved} are set by the experiment runner for each run and cannot be overridden")
 
     @property
     def train_files(self) -> list[str]:
@@ -205,17 +206,17 @@ def plan_runs(spec: ExperimentSpec, settings: ExperimentSettings, rows: Sequence
 
     Raises:
         KeyError: an unknown row.
-        ValueError: the experiment needs a separate test dataset and none is given, or it overrides a key the
+        UserInputError: the experiment needs a separate test dataset and none is given, or it overrides a key the
             runner sets.
     """
     if spec.requires_test_dataset and settings.test_dataset_dir is None:
-        raise ValueError(
+        raise UserInputError(
             f"experiment {spec.name!r} tests on a separate dataset: pass --test_dataset_dir (a prepared dataset)"
         )
     for where, ov in [("overrides", spec.overrides)] + [(f"row {r.id!r}", r.overrides) for r in spec.rows]:
         reserved = sorted(set(ov) & set(RESERVED_KEYS))
         if reserved:
-            raise ValueError(f"experiment {spec.name!r}, {where}: {reserved} are set by the runner for each run")
+            raise UserInputError(f"experiment {spec.name!r}, {where}: {reserved} are set by the runner for each run")
     plans = []
     for row in spec.select(rows).rows:
         for seed in settings.seeds:
@@ -257,7 +258,7 @@ def prepare_output(spec: ExperimentSpec, settings: ExperimentSettings, plans: Se
     """Write ``experiment.json`` and each run's argument files; with ``force`` delete earlier runs first.
 
     Raises:
-        ValueError: the output folder holds another experiment, or a finished run made with other arguments
+        UserInputError: the output folder holds another experiment, or a finished run made with other arguments
             (without ``force``).
     """
     out = settings.output_dir
@@ -266,7 +267,7 @@ def prepare_output(spec: ExperimentSpec, settings: ExperimentSettings, plans: Se
         old = json.loads(record.read_text(encoding="utf-8"))
         old_name = old.get("experiment", {}).get("name")
         if old_name != spec.name and not settings.force:
-            raise ValueError(f"{out} holds experiment {old_name!r}, not {spec.name!r}: choose another --output")
+            raise UserInputError(f"{out} holds experiment {old_name!r}, not {spec.name!r}: choose another --output")
     for plan in plans:
         args_file = plan.run_dir / "train_args.json"
         if settings.force and plan.run_dir.exists():
@@ -277,7 +278,7 @@ def prepare_output(spec: ExperimentSpec, settings: ExperimentSettings, plans: Se
                 changed = sorted(
                     k for k in set(before) | set(plan.train_args) if before.get(k) != plan.train_args.get(k)
                 )
-                raise ValueError(
+                raise UserInputError(
                     f"{plan.run_dir} holds a finished run made with other arguments (differences in {changed}); "
                     "pass --force to retrain it or choose another --output"
                 )
@@ -301,7 +302,7 @@ def _check_validation_runs(plan: RunPlan) -> None:
     parser.update({k: v for k, v in plan.train_args.items() if k != "config_file"})
     epochs, interval = parser.get_parsed_content("epochs"), parser.get_parsed_content("val_interval")
     if int(interval) > int(epochs):
-        raise ValueError(
+        raise UserInputError(
             f"{plan.row.id} seed {plan.seed}: val_interval {interval} > epochs {epochs}, so no validation and no best "
             "checkpoint: lower val_interval (--set val_interval=N) or test the last weights with --checkpoint final"
         )
@@ -419,7 +420,7 @@ def run_experiment(
 
     Raises:
         KeyError: an unknown row, or an override that names no entry of the bundle's configs.
-        ValueError: no validation would run for ``checkpoint="best"``; see also :func:`plan_runs` and
+        UserInputError: no validation would run for ``checkpoint="best"``; see also :func:`plan_runs` and
             :func:`prepare_output`.
     """
     plans = plan_runs(spec, settings, rows)

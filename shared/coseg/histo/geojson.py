@@ -709,23 +709,28 @@ def write_geojson(path: str | os.PathLike, features: Iterable[Mapping[str, Any]]
 
     Args:
         path: output ``.geojson`` file.
-        features: feature dictionaries (from :func:`qupath_feature`, :func:`instances_to_features`, ...), any
-            iterable.
+        features: feature dictionaries (from :func:`qupath_feature`, :func:`instances_to_features`, ...), or a
+            feature's compact JSON text (``json.dumps(feature, separators=(",", ":"))``, e.g. rendered in another
+            process), any iterable.
 
     Returns:
         the number of features written.
 
     Raises:
-        TypeError: a feature is not a mapping.
+        TypeError: a feature is neither a mapping nor a string.
     """
     count = 0
     with atomic_write_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write('{"type":"FeatureCollection","features":[')
         for feature in features:
-            if not isinstance(feature, Mapping):
-                raise TypeError(f"feature {count} must be a mapping, got {type(feature).__name__}")
+            if isinstance(feature, str):
+                text = feature
+            elif isinstance(feature, Mapping):
+                text = json.dumps(feature, separators=(",", ":"))
+            else:
+                raise TypeError(f"feature {count} must be a mapping or its JSON text, got {type(feature).__name__}")
             f.write(",\n" if count else "\n")
-            f.write(json.dumps(feature, separators=(",", ":")))
+            f.write(text)
             count += 1
         f.write("\n]}\n")
     return count

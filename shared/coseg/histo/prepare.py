@@ -47,7 +47,7 @@ import numpy as np
 from tqdm import tqdm
 
 from coseg.data.split import empty_subsets, split_groups
-from coseg.errors import InputFileError
+from coseg.errors import InputFileError, install_excepthook
 from coseg.histo.formats import FORMATS, FormatOptions, HistoFormat, RawCase
 from coseg.histo.layout import SPLIT_NAMES, HistoSample, LayoutWriter, format_summary
 
@@ -334,4 +334,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     sys.exit(main())

@@ -16,6 +16,7 @@ import torch.distributed as dist
 from ignite.engine import Engine, Events
 
 from coseg.engines.metrics import metric_slug
+from coseg.inferers import INPUT_MODES
 from coseg.io import jsonable, source_name, write_json, write_text
 from coseg.keys import DataKeys
 from coseg.metrics import (
@@ -56,6 +57,13 @@ class EvaluationReport:
         spacing: pixel size for Hausdorff distances (``None``: pixels).
         tissue_min_area, tissue_closing: tissue-PQ settings for predicted regions (released code: 200, 5).
         table_reduction: which reduction fills the tables (``"per_image_mean"`` as HoVer-Net, or ``"pooled"``).
+        input_mode: how the images met the network (the bundle's ``input_mode``, :data:`coseg.inferers.INPUT_MODES`):
+            recorded in ``metrics.json`` and ``tables.md``, since the paper's tables resize every image (``"resize"``)
+            and whole-resolution sliding windows (``"crop"``) give other numbers. ``None``: not recorded.
+        patch_size: the network's input size (``patch_size``), recorded with ``input_mode``.
+
+    Raises:
+        ValueError: an unknown ``input_mode``.
     """
 
     def __init__(
@@ -68,7 +76,13 @@ class EvaluationReport:
         tissue_min_area: int = 200,
         tissue_closing: int = 5,
         table_reduction: str = "per_image_mean",
+        input_mode: str | None = None,
+        patch_size: int | None = None,
     ) -> None:
+        if input_mode is not None and input_mode not in INPUT_MODES:
+            raise ValueError(f"input_mode must be one of {INPUT_MODES} or None, got {input_mode!r}")
+        self.input_mode = input_mode
+        self.patch_size = None if patch_size is None else int(patch_size)
         self.output_dir = os.fspath(output_dir)
         self.sem = {int(k): str(v) for k, v in sem_classes.items()}
         self.types = {int(k): str(v) for k, v in inst_types.items()}
@@ -132,6 +146,7 @@ class EvaluationReport:
             tissue.add(per_class={k: InstanceStats.from_array(v) for k, v in r["tissue"].items()})
         return {
             "num_images": len(records),
+            "input": self.input_description(),
             "semantic": semacc.compute_all(),
             "instance": inst.compute_all(),
             "tissue_panoptic": tissue.compute_all(),
@@ -141,6 +156,19 @@ class EvaluationReport:
                 "hd": "pixels" if self.spacing is None else "spacing",
             },
         }
+
+    def input_description(self) -> dict[str, Any] | None:
+        """How the images met the network (``metrics.json`` ``"input"``), or ``None`` when not given."""
+        if self.input_mode is None:
+            return None
+        size = self.patch_size
+        how = {
+            "resize": "each image resized to the network's input size and the outputs resized back to its own grid "
+            "(the paper's setting, §4.1.2); metrics on the original grid",
+            "crop": "a sliding window of the network's input size over each whole image at its own resolution; "
+            "metrics on the original grid",
+        }[self.input_mode]
+        return {"input_mode": self.input_mode, "patch_size": size, "description": how}
 
     def per_image_rows(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         from coseg.metrics.semantic import SemanticStats
@@ -196,7 +224,10 @@ class EvaluationReport:
         write_json(os.path.join(self.output_dir, "metrics.json"), jsonable(summary))
         write_text(os.path.join(self.output_dir, "per_image.csv"), _csv(rows))
         write_text(os.path.join(self.output_dir, "tables.csv"), "\n".join(_csv(t, name) for name, t in tables.items()))
-        write_text(os.path.join(self.output_dir, "tables.md"), _markdown(tables, self.table_reduction, len(records)))
+        write_text(
+            os.path.join(self.output_dir, "tables.md"),
+            _markdown(tables, self.table_reduction, len(records), summary["input"]),
+        )
         logger.info("evaluation report of %d images written to %s", len(records), self.output_dir)
 
 
@@ -215,13 +246,17 @@ def _csv(rows: list[dict[str, Any]], title: str | None = None) -> str:
     return buf.getvalue()
 
 
-def _markdown(tables: dict[str, list[dict[str, Any]]], reduction: str, n: int) -> str:
+def _markdown(tables: dict[str, list[dict[str, Any]]], reduction: str, n: int, given: dict[str, Any] | None) -> str:
     titles = {
         "table1_semantic": "Table 1 layout: semantic segmentation (Dice, mIoU in %, HD)",
         "table3_instance": "Table 3 layout: instance segmentation (detection F1, AJI in %)",
         "table5_panoptic": "Table 5 layout: panoptic quality in % (regions: connected components per class)",
     }
     out = [f"Evaluation of {n} images; reduction: {reduction}.", ""]
+    if given is not None:
+        size = given["patch_size"]
+        at = f" {size}x{size}" if size else ""
+        out[1:1] = [f"Input mode: {given['input_mode']}{at} -- {given['description']}.", ""]
     for name, rows in tables.items():
         out += [f"### {titles[name]}", ""]
         if rows:

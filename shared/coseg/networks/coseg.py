@@ -22,7 +22,13 @@ from coseg.keys import OutputKeys
 from coseg.networks.backbones import ENCODER_PRESETS, ImageEncoder, build_image_encoder
 from coseg.networks.mtc_decoder import TASKS, MTCDecoder
 from coseg.networks.ssp_encoder import SSPEncoder, mask_tokenizer
-from coseg.networks.weights import BUILD_ARGS_KEY, freeze_trunk, load_sam2_weights, read_build_args
+from coseg.networks.weights import (
+    BUILD_ARGS_KEY,
+    SAM2CheckpointError,
+    freeze_trunk,
+    load_sam2_weights,
+    read_build_args,
+)
 
 __all__ = [
     "ARCHITECTURE_ARGS",
@@ -257,7 +263,8 @@ class CoSegPlusPlus(nn.Module):
             ssp: merged into the SSP-Encoder's keyword arguments (``ssm_silu`` / ``ssm_gate`` are arguments of their
                 own).
             image_size: informational (the network takes any multiple of 32); not recorded.
-            sam2_checkpoint: local path of an official SAM2 checkpoint for the encoder.
+            sam2_checkpoint: local path of an official SAM2 checkpoint for the encoder, loaded strictly (the bundles
+                fetch the presets' checkpoints with ``download_large_files``: see :mod:`coseg.networks.pretrained`).
             freeze_encoder: ``True``, ``False`` or ``"auto"``: freeze the trunk, adapters excepted, exactly when
                 ``sam2_checkpoint`` was loaded -- an untrained frozen trunk would be useless, so without weights it
                 trains, with a warning.
@@ -265,27 +272,13 @@ class CoSegPlusPlus(nn.Module):
         Raises:
             ValueError: unknown preset, or an argument of the wrong type or value (booleans must be ``True`` or
                 ``False``: the string ``"false"`` is refused, not read as true).
+            SAM2CheckpointError: ``sam2_checkpoint`` is missing, unreadable or does not fit the preset's encoder (the
+                message names the preset, the file and, for another SAM2 size, both encoders).
         """
         if name not in PRESETS:
             raise ValueError(f"unknown Co-Seg++ preset {name!r}; choose one of {sorted(PRESETS)}")
         cfg = copy.deepcopy(PRESETS[name])
-        given = {
-            "num_sem_classes": num_sem_classes,
-            "num_inst_types": num_inst_types,
-            "num_forwards": num_forwards,
-            "prompt_mode": prompt_mode,
-            "cross_task_attention": cross_task_attention,
-            "prompt_encoder": prompt_encoder,
-            "ssm_silu": ssm_silu,
-            "ssm_gate": ssm_gate,
-            "encoder": encoder,
-            "adapter_ratio": adapter_ratio,
-            "adapter_scale": adapter_scale,
-            "use_checkpoint": use_checkpoint,
-            "decoder": decoder,
-            "ssp": ssp,
-            "image_size": image_size,
-        }
+        given = _preset_arguments(locals())
         for key, value in given.items():
             if value is None:
                 continue
@@ -305,7 +298,10 @@ class CoSegPlusPlus(nn.Module):
         )
         loaded = False
         if sam2_checkpoint:
-            load_sam2_weights(encoder_module, os.path.expanduser(str(sam2_checkpoint)))
+            try:
+                load_sam2_weights(encoder_module, os.path.expanduser(str(sam2_checkpoint)))
+            except SAM2CheckpointError as err:
+                raise SAM2CheckpointError(f"model preset {name!r}: {err}") from err
             loaded = True
         freeze = freeze_encoder
         if freeze == "auto":
@@ -397,24 +393,7 @@ class CoSegPlusPlus(nn.Module):
                 names the file, each argument and both values).
             ValueError: an argument of the wrong type or value.
         """
-        given = {
-            "name": name,
-            "num_sem_classes": num_sem_classes,
-            "num_inst_types": num_inst_types,
-            "num_forwards": num_forwards,
-            "prompt_mode": prompt_mode,
-            "cross_task_attention": cross_task_attention,
-            "prompt_encoder": prompt_encoder,
-            "ssm_silu": ssm_silu,
-            "ssm_gate": ssm_gate,
-            "encoder": encoder,
-            "adapter_ratio": adapter_ratio,
-            "adapter_scale": adapter_scale,
-            "use_checkpoint": use_checkpoint,
-            "decoder": decoder,
-            "ssp": ssp,
-            "image_size": image_size,
-        }
+        given = {"name": name, **_preset_arguments(locals())}
         explicit = {k: v for k, v in given.items() if v is not None}
         p = os.fspath(path)
         if not os.path.exists(p):
@@ -608,3 +587,29 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 assert set(ENCODER_PRESETS) >= {PRESETS["paper"]["encoder"], PRESETS["tiny"]["encoder"]}
+
+
+#: the keyword arguments of :meth:`CoSegPlusPlus.from_preset` (and :meth:`~CoSegPlusPlus.from_saved`) that override
+#: a preset's value (``None``: keep the preset's)
+PRESET_ARGUMENTS = (
+    "num_sem_classes",
+    "num_inst_types",
+    "num_forwards",
+    "prompt_mode",
+    "cross_task_attention",
+    "prompt_encoder",
+    "ssm_silu",
+    "ssm_gate",
+    "encoder",
+    "adapter_ratio",
+    "adapter_scale",
+    "use_checkpoint",
+    "decoder",
+    "ssp",
+    "image_size",
+)
+
+
+def _preset_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The preset-overriding arguments out of a builder's ``locals()``."""
+    return {key: arguments[key] for key in PRESET_ARGUMENTS}

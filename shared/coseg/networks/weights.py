@@ -25,13 +25,17 @@ from torch import nn
 
 from coseg.errors import InputFileError
 from coseg.networks.backbones.hiera import Hiera
-from coseg.networks.backbones.image_encoder import ImageEncoder
+from coseg.networks.backbones.image_encoder import ENCODER_PRESETS, ImageEncoder
 
 __all__ = [
     "BUILD_ARGS_KEY",
     "SAM2CheckpointError",
     "LoadReport",
+    "EncoderSignature",
     "sam2_encoder_state_dict",
+    "sam2_encoder_signature",
+    "encoder_config_signature",
+    "read_sam2_checkpoint",
     "load_sam2_weights",
     "freeze_trunk",
     "count_parameters",
@@ -90,7 +94,72 @@ def sam2_encoder_state_dict(checkpoint: Mapping[str, torch.Tensor]) -> tuple[dic
     return out, ignored
 
 
-def _read_checkpoint(path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+@dataclass(frozen=True)
+class EncoderSignature:
+    """What tells SAM2's image encoders apart: the trunk's stem width and its number of blocks.
+
+    Attributes:
+        embed_dim: channels of the patch embedding (``trunk.patch_embed.proj``).
+        depth: number of Hiera blocks (``trunk.blocks.<i>``).
+    """
+
+    embed_dim: int
+    depth: int
+
+    def describe(self) -> str:
+        """``"hiera_l (embed_dim 144, 48 blocks)"``: the :data:`~coseg.networks.ENCODER_PRESETS` name when one
+        matches, else ``"Hiera (embed_dim 16, 6 blocks)"``."""
+        names = [name for name, cfg in ENCODER_PRESETS.items() if encoder_config_signature(cfg) == self]
+        return f"{names[0] if len(names) == 1 else 'Hiera'} (embed_dim {self.embed_dim}, {self.depth} blocks)"
+
+
+def encoder_config_signature(cfg: str | Mapping) -> EncoderSignature:
+    """The :class:`EncoderSignature` of an encoder configuration (an :data:`~coseg.networks.ENCODER_PRESETS` name
+    or a SAM2-style dict), without building it.
+
+    Raises:
+        ValueError: unknown preset name, or a dict without ``trunk.embed_dim`` / ``trunk.stages``.
+    """
+    if isinstance(cfg, str):
+        if cfg not in ENCODER_PRESETS:
+            raise ValueError(f"unknown encoder preset {cfg!r}; choose one of {sorted(ENCODER_PRESETS)}")
+        cfg = ENCODER_PRESETS[cfg]
+    trunk = cfg.get("trunk", {}) if isinstance(cfg, Mapping) else {}
+    if "embed_dim" not in trunk or "stages" not in trunk:
+        raise ValueError(f"an encoder config needs trunk.embed_dim and trunk.stages, got {cfg!r}")
+    return EncoderSignature(int(trunk["embed_dim"]), int(sum(trunk["stages"])))
+
+
+def sam2_encoder_signature(checkpoint: Mapping[str, torch.Tensor]) -> EncoderSignature | None:
+    """The :class:`EncoderSignature` of the image encoder a SAM2 state dict holds (with or without the
+    ``image_encoder.`` prefix), or ``None`` when it holds no Hiera stem."""
+    weights, _ = sam2_encoder_state_dict(checkpoint)
+    stem = weights.get("trunk.patch_embed.proj.weight")
+    if stem is None:
+        return None
+    blocks = {int(k.split(".")[2]) for k in weights if k.startswith("trunk.blocks.") and k.split(".")[2].isdigit()}
+    return EncoderSignature(int(stem.shape[0]), max(blocks) + 1 if blocks else 0)
+
+
+def read_sam2_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> Mapping[str, torch.Tensor]:
+    """Read a SAM2 checkpoint file (``{"model": state_dict}`` or a bare state dict) with ``weights_only=True``.
+
+    Args:
+        path: the ``.pt`` file.
+        mmap: memory-map the tensors instead of reading them (to look at shapes of a large file quickly).
+
+    Returns:
+        The state dict.
+
+    Raises:
+        SAM2CheckpointError: the file is missing, cannot be read, or holds no state dict of tensors.
+    """
+    return _read_checkpoint(path, mmap=mmap)
+
+
+def _read_checkpoint(
+    path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor], *, mmap: bool = False
+) -> Mapping[str, torch.Tensor]:
     if isinstance(path_or_state_dict, Mapping):
         ckpt: object = path_or_state_dict
         source = "the given state dict"
@@ -99,7 +168,7 @@ def _read_checkpoint(path_or_state_dict: str | os.PathLike | Mapping[str, torch.
         if not os.path.isfile(path):
             raise SAM2CheckpointError(f"{path}: SAM2 checkpoint not found")
         try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         except Exception as err:  # torch raises several types for corrupt/unsafe files
             raise SAM2CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint ({err})") from err
         source = path
@@ -145,6 +214,13 @@ def load_sam2_weights(
     )
     if missing or unexpected or mismatched:
         lines = [f"{source}: the SAM2 checkpoint does not fit this image encoder (wrong preset?)"]
+        held, own_sig = sam2_encoder_signature(weights), _module_signature(encoder)
+        if held is not None and held != own_sig:
+            lines[0] = (
+                f"{source}: holds the SAM2 image encoder {held.describe()}, but this network's encoder is "
+                f"{own_sig.describe()}: use a checkpoint of this encoder, or build the network with the preset of "
+                "the checkpoint's encoder"
+            )
         for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
             if keys:
                 shown = keys[:20] + ([f"... and {len(keys) - 20} more"] if len(keys) > 20 else [])
@@ -161,6 +237,10 @@ def load_sam2_weights(
         len(report.ignored),
     )
     return report
+
+
+def _module_signature(encoder: ImageEncoder) -> EncoderSignature:
+    return EncoderSignature(int(encoder.trunk.patch_embed.proj.out_channels), len(encoder.trunk.blocks))
 
 
 def _is_adapter_key(key: str) -> bool:

@@ -10,6 +10,8 @@
 - :mod:`coseg.wsi.stream`: MONAI's sliding-window blending streamed strip by strip with bounded memory.
 - :mod:`coseg.wsi.merge`: per-tile post-processing and the union-find merge of pieces across tile borders.
 - :mod:`coseg.wsi.parts`: the per-tile records and the parts folder that makes a run resumable.
+- :mod:`coseg.wsi.workers`: the worker processes that post-process tiles beside the network and write the outputs
+  (:class:`WorkerPool`, a bounded queue; a dead worker raises :class:`WorkerError`).
 - :mod:`coseg.wsi.writer`: pyramidal label TIFFs, the instance table, the slide's QuPath features (written by
   :func:`coseg.histo.geojson.write_geojson`), the summary counts, the overlay.
 - :mod:`coseg.wsi.tissue`: tissue detection to skip empty glass.
@@ -25,6 +27,7 @@ from coseg.wsi.settings import OutputSettings, ReadSettings, TileSettings, Windo
 from coseg.wsi.stream import WindowStream
 from coseg.wsi.tiling import Box, TilePlan, WindowGrid, contiguous_runs, split_among_ranks, window_grid
 from coseg.wsi.tissue import active_tiles, tissue_mask
+from coseg.wsi.workers import WorkerError, WorkerPool, default_workers
 from coseg.wsi.writer import write_label_pyramid
 
 __all__ = [
@@ -45,9 +48,12 @@ __all__ = [
     "WindowGrid",
     "WindowSettings",
     "WindowStream",
+    "WorkerError",
+    "WorkerPool",
     "WorkingImage",
     "active_tiles",
     "contiguous_runs",
+    "default_workers",
     "group_options",
     "image_size",
     "load_network_weights",

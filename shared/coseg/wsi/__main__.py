@@ -22,7 +22,8 @@ from collections.abc import Sequence
 
 import torch
 
-from coseg.wsi.routing import list_images, parse_override, wsi_inferer_from_bundle
+from coseg.errors import install_excepthook
+from coseg.wsi.routing import check_image, list_images, parse_override, wsi_inferer_from_bundle
 
 __all__ = ["main", "build_parser"]
 
@@ -51,7 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tissue-detection", action="store_true", help="process every tile, glass included")
     p.add_argument("--memory-budget-mb", type=float, default=None, help="bound on the streaming buffers")
     p.add_argument("--max-tiles", type=int, default=None, help="stop after this many tiles (rerun to continue)")
-    p.add_argument("--workers", type=int, default=None, help="post-processing threads beside the network")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="post-processing worker processes beside the network (0: in-process; default: cores - 1, at most 4)",
+    )
     p.add_argument("--overwrite", action="store_true", help="discard earlier results made with other settings")
     p.add_argument("--keep-parts", action="store_true", help="keep the per-tile records after writing")
     p.add_argument("--device", default=None, help="e.g. cpu, cuda:0 (default: the bundle's; LOCAL_RANK under torchrun)")
@@ -84,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if device is not None:
             overrides["device"] = f"$torch.device({str(device)!r})"
         inputs = [p for item in args.input for p in list_images(item)]
+        for path in inputs:  # a truncated or corrupt file fails now, not after hours on the others
+            check_image(path)
         inferer = wsi_inferer_from_bundle(
             bundle,
             config_files=args.config_file,
@@ -127,4 +135,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     sys.exit(main())

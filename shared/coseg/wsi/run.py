@@ -13,11 +13,14 @@ For each input image or slide:
    earlier run left (:func:`~coseg.wsi.parts.prepare_parts`: finished outputs are kept, a run with the same settings
    continues, one with other settings is refused unless ``overwrite``, and temporaries a killed run left are
    removed).
-2. **Tiles**: the network streams strip by strip (:class:`~coseg.wsi.stream.WindowStream`); every tile whose
-   context is final is post-processed (:func:`~coseg.wsi.merge.process_tile`, in a worker thread, overlapping the
-   network) and saved as ``<output>/.<name>.parts/tile_<row>_<col>.npz`` (:mod:`coseg.wsi.parts`).
+2. **Tiles**: the network streams strip by strip in this process (:meth:`WholeSlideInferer._tile_maps`,
+   :class:`~coseg.wsi.stream.WindowStream`); every tile whose context is final is handed to a worker process
+   (:mod:`coseg.wsi.workers`: ``tiling.workers`` of them, a bounded number of tiles in flight), which post-processes
+   it (:func:`~coseg.wsi.merge.process_tile`: watershed, outlines, GeoJSON geometry) and saves it as
+   ``<output>/.<name>.parts/tile_<row>_<col>.npz`` (:mod:`coseg.wsi.parts`), while the network goes on.
 3. **Merge and write** (once every tile is saved): pieces are joined across tile borders
-   (:func:`~coseg.wsi.merge.merge_tiles`) and the outputs are written (:mod:`coseg.wsi.writer`):
+   (:func:`~coseg.wsi.merge.merge_tiles`) and the outputs are written (:mod:`coseg.wsi.writer`; the label TIFFs and
+   the nuclei's features by the worker processes, the rest here, concurrently):
    ``<name>_inst.tif`` / ``<name>_type.tif`` / ``<name>_sem.tif`` (tiled pyramidal TIFFs of the region at the
    working resolution), ``<name>.geojson`` (every nucleus as a QuPath detection with its type, tissue regions as
    annotations, level-0 pixel coordinates; :func:`coseg.histo.geojson.write_geojson`), ``<name>_instances.csv``,
@@ -32,17 +35,17 @@ shared file system across nodes), and rank 0 merges and writes after a barrier.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import itertools
 import json
 import logging
 import math
 import os
 import shutil
 import time
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,27 +61,34 @@ from coseg.histo.geojson import write_geojson
 from coseg.io import atomic_write_path
 from coseg.postprocess import WatershedParams
 from coseg.transforms import CheckRGBd, SAM2Normalized
-from coseg.wsi.merge import assemble_low, instance_polygons, merge_tiles, process_tile, reduce_outputs
-from coseg.wsi.parts import SlideFiles, load_record, prepare_parts, record_name, records_in, save_record
+from coseg.wsi.merge import assemble_low, geometry_text, group_polygons, merge_tiles, reduce_outputs
+from coseg.wsi.parts import SlideFiles, load_record, prepare_parts, records_in
 from coseg.wsi.reader import SlideReader, WorkingImage
 from coseg.wsi.settings import OutputSettings, ReadSettings, TileSettings, WindowSettings
 from coseg.wsi.stream import WindowStream
-from coseg.wsi.tiling import Box, TilePlan, contiguous_runs, split_among_ranks
+from coseg.wsi.tiling import Box, Placement, TilePlan, contiguous_runs, split_among_ranks
 from coseg.wsi.tissue import active_tiles, tissue_mask
+from coseg.wsi.workers import TaskStats, TileJob, WorkerPool, default_workers, finish_tile
+from coseg.wsi.workers import result as worker_result
 from coseg.wsi.writer import (
-    Placement,
+    LABEL_MAPS,
+    FeatureJob,
+    NucleusFeatures,
     draw_overlay,
-    slide_features,
+    draw_rings,
+    overview_rings,
+    region_features,
     summarise_nuclei,
+    tile_features,
     write_instance_table,
-    write_label_maps,
+    write_label_map,
 )
 
 __all__ = ["WholeSlideInferer", "SlideResult", "load_network_weights"]
 
 logger = logging.getLogger(__name__)
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: records hold rendered GeoJSON geometry (outlines traced by OpenCV)
 
 
 @dataclass
@@ -249,6 +259,9 @@ class WholeSlideInferer:
                 f"tile_size ({self.tiling.tile_size}) must be a multiple of output_tile ({self.outputs.output_tile})"
             )
         self.progress = bool(progress)
+        #: worker processes of the post-processing and the label TIFFs (``tiling.workers``, or
+        #: :func:`~coseg.wsi.workers.default_workers`)
+        self.workers = self.tiling.workers if self.tiling.workers is not None else default_workers()
 
     # ---- per slide: settings and plan -------------------------------------------------------------------------
 
@@ -408,30 +421,49 @@ class WholeSlideInferer:
             mine = split_among_ranks(todo, world)[rank]
             if self.tiling.max_tiles is not None:
                 mine = mine[: self.tiling.max_tiles]
-            tiles_start = time.perf_counter()
-            computed = self._process_tiles(image, plan, mine, files.parts, watershed, settings, label=files.name)
-            tiles_s = time.perf_counter() - tiles_start
-            if dist is not None:
-                dist.barrier()
-            remaining = [t for t in active if t not in records_in(files.parts)]
-            if remaining:
-                if rank == 0:
-                    logger.info("%s: %d of %d tiles remain; run again to continue", path, len(remaining), len(active))
-                return SlideResult(str(path), False, {}, {}, computed, len(remaining))
-            if rank != 0:
-                return SlideResult(str(path), True, {}, {}, computed, 0)
-            start = time.perf_counter()
-            summary = self._finalise(path, image, plan, files, settings, active, thumbnail)
-            summary["timing"]["finalise_s"] = round(time.perf_counter() - start, 3)
+            with WorkerPool(self.workers) as pool:
+                tiles_start = time.perf_counter()
+                job = TileJob(
+                    plan=plan,
+                    watershed=watershed,
+                    num_types=len(self.inst_types),
+                    num_sem_classes=len(self.sem_classes),
+                    sem_min_size=self.sem_min_size,
+                    low_step=settings["low_step"],
+                    placement=Placement.of(image),
+                    parts=files.parts,
+                    band_height=self.outputs.output_tile,
+                )
+                work = self._process_tiles(image, plan, mine, job, pool, label=files.name)
+                tiles_s = time.perf_counter() - tiles_start
+                if dist is not None:
+                    dist.barrier()
+                remaining = [t for t in active if t not in records_in(files.parts)]
+                if remaining:
+                    if rank == 0:
+                        logger.info(
+                            "%s: %d of %d tiles remain; run again to continue", path, len(remaining), len(active)
+                        )
+                    return SlideResult(str(path), False, {}, {}, work.done, len(remaining))
+                if rank != 0:
+                    return SlideResult(str(path), True, {}, {}, work.done, 0)
+                start = time.perf_counter()
+                summary = self._finalise(path, image, plan, files, settings, active, thumbnail, pool)
+                summary["timing"]["finalise_s"] = round(time.perf_counter() - start, 3)
             # this process's tiles in this call (with several processes or a resumed run, a share of the slide)
-            summary["timing"]["tiles_s"] = round(tiles_s, 3)
-            summary["timing"]["tiles_done"] = computed
-            summary["timing"]["tiles_per_s"] = round(computed / tiles_s, 3) if computed and tiles_s > 0 else None
+            timing = summary["timing"]
+            timing["tiles_s"] = round(tiles_s, 3)
+            timing["tiles_done"] = work.done
+            timing["tiles_per_s"] = round(work.done / tiles_s, 3) if work.done and tiles_s > 0 else None
+            timing["workers"] = self.workers
+            timing["postprocess_cpu_s"] = round(work.cpu_s, 3)
+            timing["worker_peak_rss_mb"] = None if work.peak_rss_mb is None else round(work.peak_rss_mb)
+            timing["tiles_in_flight_max"] = work.peak_pending
             with atomic_write_path(files.outputs["summary"]) as tmp:
                 tmp.write_text(json.dumps(summary, indent=1), encoding="utf-8")
         if not self.outputs.keep_parts:
             shutil.rmtree(files.parts, ignore_errors=True)
-        return SlideResult(str(path), True, outputs, summary, computed, 0)
+        return SlideResult(str(path), True, outputs, summary, work.done, 0)
 
     # ---- steps ------------------------------------------------------------------------------------------------
 
@@ -477,22 +509,20 @@ class WholeSlideInferer:
 
         return read
 
-    def _process_tiles(
-        self,
-        image: WorkingImage,
-        plan: TilePlan,
-        tiles: Sequence[tuple[int, int]],
-        parts: Path,
-        watershed: WatershedParams,
-        settings: Mapping[str, Any],
-        *,
-        label: str,
-    ) -> int:
-        """Stream the network over ``tiles`` and save each tile's record as soon as its context is final."""
-        if not tiles:
-            return 0
-        _, rank, _ = _dist()
-        windows, workers = self.windows, self.tiling.workers
+    def _tile_maps(
+        self, image: WorkingImage, plan: TilePlan, tiles: Sequence[tuple[int, int]]
+    ) -> Iterator[tuple[tuple[int, int], dict[str, np.ndarray]]]:
+        """The network's reduced maps of each tile's context (:func:`~coseg.wsi.merge.reduce_outputs`), streamed
+        strip by strip (:class:`~coseg.wsi.stream.WindowStream`), as soon as each context is final.
+
+        This is the network side of the pipeline, run in the main process; :meth:`_process_tiles` hands each tile
+        to the post-processing. (``benchmarks/bench_wsi.py`` replaces it by precomputed maps to measure the CPU
+        side alone.)
+
+        Yields:
+            ``(tile, maps)`` in the order of ``tiles`` (consecutive runs of one strip, as they come).
+        """
+        windows = self.windows
         stream = WindowStream(
             self.network,
             roi_size=windows.roi_size,
@@ -506,46 +536,36 @@ class WholeSlideInferer:
             amp_kwargs=self.amp_kwargs,
         )
         read = self._reader_fn(image)
+        for run in contiguous_runs(plan, tiles):
+            for tile, _, maps in stream.run(plan, run, read):
+                yield tile, maps
 
-        def finish(tile: tuple[int, int], maps: dict[str, np.ndarray]) -> None:
-            record = process_tile(
-                maps,
-                plan=plan,
-                tile=tile,
-                watershed=watershed,
-                num_types=len(self.inst_types),
-                num_sem_classes=len(self.sem_classes),
-                sem_min_size=self.sem_min_size,
-                low_step=settings["low_step"],
-            )
-            save_record(parts / record_name(tile), record, band_height=self.outputs.output_tile)
-
+    def _process_tiles(
+        self,
+        image: WorkingImage,
+        plan: TilePlan,
+        tiles: Sequence[tuple[int, int]],
+        job: TileJob,
+        pool: WorkerPool,
+        *,
+        label: str,
+    ) -> _TileWork:
+        """Stream the network over ``tiles`` and have ``pool`` post-process each tile and save its record as soon as
+        its context is final (at most ``pool.max_pending`` tiles in flight)."""
+        work = _TileWork()
+        if not tiles:
+            return work
+        _, rank, _ = _dist()
         bar = tqdm(total=len(tiles), unit="tile", desc=label, disable=not self.progress or rank != 0, smoothing=0.1)
-        pool = ThreadPoolExecutor(max_workers=workers) if workers else None
-        pending: deque[Future] = deque()
-        done = 0
         try:
-            for run in contiguous_runs(plan, tiles):
-                for tile, _, maps in stream.run(plan, run, read):
-                    if pool is None:
-                        finish(tile, maps)
-                        done += 1
-                        bar.update(1)
-                        continue
-                    pending.append(pool.submit(finish, tile, maps))
-                    while len(pending) > 2 * workers or (pending and pending[0].done()):
-                        pending.popleft().result()
-                        done += 1
-                        bar.update(1)
-            while pending:
-                pending.popleft().result()
-                done += 1
+            items = ((job, tile, maps) for tile, maps in self._tile_maps(image, plan, tiles))
+            for _, stats in pool.imap(finish_tile, items, describe=lambda item: f"tile {tuple(item[1])}"):
+                work.add(stats)
                 bar.update(1)
         finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
             bar.close()
-        return done
+        work.peak_pending = pool.peak_pending
+        return work
 
     def _finalise(
         self,
@@ -556,8 +576,12 @@ class WholeSlideInferer:
         settings: dict[str, Any],
         active: Sequence[tuple[int, int]],
         thumbnail: Callable[[], tuple[np.ndarray, float]],
+        pool: WorkerPool,
     ) -> dict[str, Any]:
-        """Merge the tiles and write every output but the summary, which the caller writes last; returns it."""
+        """Merge the tiles and write every output but the summary, which the caller writes last; returns it.
+
+        The three label TIFFs are written by ``pool`` (each by one worker) while this process writes the table, the
+        GeoJSON and the overview; with ``workers=0`` one after the other, to the same bytes."""
         timing: dict[str, float] = {}
         clock = time.perf_counter()
 
@@ -574,31 +598,59 @@ class WholeSlideInferer:
         lap("merge_s")
         self.output_dir.mkdir(parents=True, exist_ok=True)
         placement = Placement.of(image)
+
+        def label_maps() -> list[tuple[str, Any]]:
+            """Start writing the label TIFFs (in the workers; with ``workers=0`` here and now)."""
+            return [
+                (
+                    kind,
+                    pool.submit(
+                        functools.partial(
+                            write_label_map,
+                            outputs[kind],
+                            kind,
+                            plan=plan,
+                            records=records,
+                            luts=merged.luts,
+                            types=merged.types,
+                            tile=self.outputs.output_tile,
+                            mpp=placement.mpp,
+                        )
+                    ),
+                )
+                for kind in LABEL_MAPS
+            ]
+
+        tiffs = label_maps() if pool.workers else []
         low_step = settings["low_step"]
         sem_low = assemble_low(plan, headers, low_step)
         write_instance_table(outputs["instances"], merged, placement, **names)
         lap("table_s")
         thumb, factor = thumbnail()
-        canvas, draw = draw_overlay(thumb, sem_low, low_step=low_step, factor=factor)
-        features = slide_features(
+        canvas, _ = draw_overlay(thumb, sem_low, low_step=low_step, factor=factor)
+        regions = region_features(
             sem_low=sem_low,
             low_step=low_step,
-            instances=instance_polygons(records, merged),
-            merged=merged,
             placement=placement,
+            sem_classes=self.sem_classes,
             region_min_um2=self.outputs.region_min_um2,
-            draw=draw,
-            **names,
         )
-        write_geojson(outputs["geojson"], features)
+        job = FeatureJob(placement=placement, factor=factor, **names)
+        rendering: list[TaskStats] = []
+        nuclei = self._nucleus_features(records, merged, job, canvas, pool, rendering)
+        write_geojson(outputs["geojson"], itertools.chain(regions, nuclei))
         lap("geojson_s")
+        timing["features_cpu_s"] = round(sum(s.cpu_s for s in rendering), 3)
         with atomic_write_path(outputs["overlay"]) as tmp:
             Image.fromarray(canvas).save(tmp, format="PNG", compress_level=1)  # fast; a picture to look at
         lap("overlay_s")
-        write_label_maps(
-            outputs, plan=plan, records=records, merged=merged, tile=self.outputs.output_tile, mpp=placement.mpp
-        )
-        lap("label_tiffs_s")
+        if not pool.workers:
+            tiffs = label_maps()
+        cpu = 0.0
+        for kind, future in tiffs:
+            cpu += worker_result(future, f"the {kind} label map")[1].cpu_s
+        lap("label_tiffs_wait_s")
+        timing["label_tiffs_cpu_s"] = round(cpu, 3)
         sem_pixels = sum((h.sem_pixels for h in headers.values()), np.zeros(len(self.sem_classes), np.int64))
         nuclei = summarise_nuclei(merged, sem_pixels, placement, **names)
         sy, sx = placement.scale
@@ -618,6 +670,63 @@ class WholeSlideInferer:
             "outputs": {k: str(v) for k, v in outputs.items()},
             "timing": timing,
         }
+
+    @staticmethod
+    def _nucleus_features(
+        records: Mapping[tuple[int, int], Path],
+        merged: Any,
+        job: FeatureJob,
+        canvas: np.ndarray,
+        pool: WorkerPool,
+        stats: list[TaskStats],
+    ) -> Iterator[str]:
+        """Every nucleus's GeoJSON feature, tile by tile, rendered by ``pool``
+        (:func:`~coseg.wsi.writer.tile_features`, a bounded number of tiles at a time; their costs appended to
+        ``stats``) and outlined on ``canvas``; an instance of several pieces once its last piece is read
+        (:func:`~coseg.wsi.merge.group_polygons`)."""
+        several = {fid: len(m) for fid, m in merged.members.items() if len(m) > 1}
+        joined_ids = np.zeros(len(merged) + 1, dtype=bool)
+        joined_ids[list(several)] = True
+        features = NucleusFeatures(merged, job.placement, sem_classes=job.sem_classes, inst_types=job.inst_types)
+
+        def items() -> Iterator[tuple[Any, ...]]:
+            for tile in sorted(records):
+                lut = merged.luts[tile]
+                joined = joined_ids[lut]
+                joined[0] = False
+                single = np.unique(lut[1:][~joined[1:]])
+                yield job, records[tile], lut, merged.rows(single - 1), joined
+
+        collected: dict[int, list[tuple[np.ndarray, int, int]]] = {}
+        for rendered, cost in pool.imap(tile_features, items(), describe=lambda item: f"the nuclei of {item[1].name}"):
+            stats.append(cost)
+            for t, ring in rendered.outlines:
+                draw_rings(canvas, [ring], t)
+            yield from rendered.texts
+            for fid, piece in rendered.pieces:
+                collected.setdefault(fid, []).append(piece)
+                if len(collected[fid]) == several[fid]:
+                    polys = group_polygons(collected.pop(fid))
+                    draw_rings(canvas, overview_rings(polys, job.factor), int(merged.types[fid - 1]))
+                    yield features.text(fid - 1, geometry_text(polys, job.placement))
+
+
+@dataclass
+class _TileWork:
+    """What the post-processing of this call's tiles cost."""
+
+    done: int = 0
+    cpu_s: float = 0.0
+    peak_rss_mb: float | None = None
+    peak_pending: int = 0
+    pids: set[int] = field(default_factory=set)
+
+    def add(self, stats: TaskStats) -> None:
+        self.done += 1
+        self.cpu_s += stats.cpu_s
+        self.pids.add(stats.pid)
+        if stats.peak_rss_mb is not None:
+            self.peak_rss_mb = max(self.peak_rss_mb or 0.0, stats.peak_rss_mb)
 
 
 class _Once:

@@ -94,7 +94,9 @@ class TileSettings:
         tissue_detection: skip tiles without tissue (:mod:`coseg.wsi.tissue`).
         tissue_min_fraction: share of a tile's context that must be tissue, in ``[0, 1]``.
         memory_budget_mb: bound on the network's blending buffers and the streamed rows; sets the strip width.
-        workers: threads that post-process tiles while the network runs (0: in the main thread).
+        workers: worker processes that post-process tiles while the network runs in the main process, and write
+            the label TIFFs (:mod:`coseg.wsi.workers`); 0: everything in the main process. ``None``: one per core
+            but one, at most 4 (:func:`coseg.wsi.workers.default_workers`). The results do not depend on it.
         max_tiles: stop after this many tiles per process (resume later by running again).
 
     Raises:
@@ -106,7 +108,7 @@ class TileSettings:
     tissue_detection: bool = True
     tissue_min_fraction: float = 0.0
     memory_budget_mb: float = 2048.0
-    workers: int = 1
+    workers: int | None = None
     max_tiles: int | None = None
 
     def __post_init__(self) -> None:
@@ -117,8 +119,10 @@ class TileSettings:
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
             raise ValueError(f"tissue_min_fraction must be a number in [0, 1], got {value!r}")
         _check_positive("memory_budget_mb", self.memory_budget_mb)
-        if isinstance(self.workers, bool) or not isinstance(self.workers, (int, np.integer)) or self.workers < 0:
-            raise ValueError(f"workers must be an integer >= 0, got {self.workers!r}")
+        if self.workers is not None and (
+            isinstance(self.workers, bool) or not isinstance(self.workers, (int, np.integer)) or self.workers < 0
+        ):
+            raise ValueError(f"workers must be an integer >= 0 (or None: automatic), got {self.workers!r}")
         _check_positive("max_tiles", self.max_tiles, integer=True, allow_none=True)
 
 

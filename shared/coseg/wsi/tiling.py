@@ -23,12 +23,20 @@ import math
 import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from monai.data.utils import dense_patch_slices
 
-__all__ = ["Box", "WindowGrid", "TilePlan", "window_grid", "split_among_ranks", "contiguous_runs"]
+__all__ = [
+    "Box",
+    "Placement",
+    "WindowGrid",
+    "TilePlan",
+    "window_grid",
+    "split_among_ranks",
+    "contiguous_runs",
+]
 
 
 class Box(NamedTuple):
@@ -264,3 +272,34 @@ def split_among_ranks(tiles: Sequence[tuple[int, int]], world_size: int) -> list
     world_size = _check_int("world_size", world_size, 1)
     bounds = np.linspace(0, len(tiles), world_size + 1).round().astype(int)
     return [list(tiles[bounds[r] : bounds[r + 1]]) for r in range(world_size)]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the region's pixels lie on the slide: level-0 ``X = (x + ox) * sx``, ``Y = (y + oy) * sy``.
+
+    Attributes:
+        scale: ``(sy, sx)`` level-0 pixels per working pixel.
+        offset: ``(oy, ox)`` the region's origin in working pixels.
+        mpp: ``(y, x)`` working pixel size in micrometres; ``None`` when the file does not record it.
+    """
+
+    scale: tuple[float, float]
+    offset: tuple[float, float]
+    mpp: tuple[float, float] | None
+
+    @classmethod
+    def of(cls, image: Any) -> Placement:
+        """The placement of a :class:`~coseg.wsi.reader.WorkingImage` (its ``to_level0``, ``roi`` and ``mpp``)."""
+        sy, sx = image.to_level0
+        mpp = None if image.mpp is None else (float(image.mpp[0]), float(image.mpp[1]))
+        return cls(scale=(float(sy), float(sx)), offset=(float(image.roi[0]), float(image.roi[1])), mpp=mpp)
+
+    def point(self, x: float, y: float) -> tuple[float, float]:
+        """Level-0 ``(X, Y)`` of region coordinates ``(x, y)`` given in QuPath's convention (pixel edges)."""
+        return (x + self.offset[1]) * self.scale[1], (y + self.offset[0]) * self.scale[0]
+
+    @property
+    def pixel_area_um2(self) -> float | None:
+        """Area of one working pixel in square micrometres."""
+        return None if self.mpp is None else self.mpp[0] * self.mpp[1]

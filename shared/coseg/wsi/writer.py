@@ -13,9 +13,10 @@ level-0 pixels (:class:`Placement`):
 
 - :func:`write_label_maps`: ``<name>_inst.tif`` / ``<name>_type.tif`` / ``<name>_sem.tif``.
 - :func:`write_instance_table`: ``<name>_instances.csv``.
-- :func:`slide_features`: every nucleus as a QuPath detection and every tissue region as an annotation, for the one
-  GeoJSON writer :func:`coseg.histo.geojson.write_geojson` (features made by
-  :func:`coseg.histo.geojson.qupath_feature`, as for single images).
+- :func:`region_features`, :func:`tile_features`: every tissue region as a QuPath annotation and every nucleus as a
+  detection, for the one GeoJSON writer :func:`coseg.histo.geojson.write_geojson` (features as
+  :func:`coseg.histo.geojson.qupath_feature` makes them for single images; nuclei rendered tile by tile, in worker
+  processes, as JSON text: :class:`NucleusFeatures`).
 - :func:`summarise_nuclei`: counts per type and tissue class, tissue areas, nuclei per mm².
 
 Every file is written under a temporary name and renamed when complete (:func:`coseg.io.atomic_write_path`).
@@ -24,6 +25,7 @@ Every file is written under a temporary name and renamed when complete (:func:`c
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -39,16 +41,23 @@ from coseg.histo.geojson import qupath_feature
 from coseg.io import atomic_write_path, temporary_sibling_dir
 from coseg.postprocess import remove_small_regions
 from coseg.visualize import REGION_COLOURS, TYPE_COLOURS
-from coseg.wsi.merge import MergeResult
-from coseg.wsi.parts import stored_bands
-from coseg.wsi.tiling import TilePlan
+from coseg.wsi.merge import MergeResult, geometry_texts
+from coseg.wsi.parts import load_record, stored_bands, write_npz
+from coseg.wsi.tiling import Placement, TilePlan
 
 __all__ = [
     "Placement",
     "write_label_pyramid",
     "write_label_maps",
     "write_instance_table",
-    "slide_features",
+    "region_features",
+    "FeatureJob",
+    "TileFeatures",
+    "tile_features",
+    "overview_rings",
+    "draw_rings",
+    "NucleusFeatures",
+    "write_label_map",
     "summarise_nuclei",
     "draw_overlay",
     "pyramid_shapes",
@@ -134,7 +143,7 @@ def write_label_pyramid(
                 stacked = np.concatenate(pending[level])
                 part, rest = stacked[:tile], stacked[tile:]
                 name = os.path.join(spool, f"level{level}_{len(spooled[level])}.npz")
-                np.savez_compressed(name, rows=part)
+                write_npz(name, {"rows": part})
                 spooled[level].append(name)
                 pending[level] = [rest] if rest.shape[0] else []
                 pending_rows[level] = rest.shape[0]
@@ -190,11 +199,6 @@ def write_label_pyramid(
     return shapes
 
 
-def _signed_area(ring: np.ndarray) -> float:
-    x, y = ring[:, 0], ring[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
-
-
 def region_polygons(mask: np.ndarray) -> list[Polygon]:
     """Outlines of the regions of a binary mask, holes included, for tissue annotations.
 
@@ -218,14 +222,16 @@ def region_polygons(mask: np.ndarray) -> list[Polygon]:
     polygons: dict[int, Polygon] = {}
     holes: list[tuple[int, np.ndarray]] = []
     for i, contour in enumerate(contours):
-        ring = contour.reshape(-1, 2).astype(np.float64) + 0.5
-        if len(ring) < 3 or _signed_area(ring) == 0:
+        # the shoelace area of the integer points (the same as of the rings, which only shift them by 0.5)
+        area = cv2.contourArea(contour, oriented=True) if len(contour) >= 3 else 0.0
+        if area == 0:
             continue
+        ring = contour.reshape(-1, 2).astype(np.float64) + 0.5
         parent = int(hierarchy[0][i][3])
         if parent < 0:
-            polygons[i] = [ring if _signed_area(ring) > 0 else ring[::-1]]
+            polygons[i] = [ring if area > 0 else ring[::-1]]
         else:
-            holes.append((parent, ring if _signed_area(ring) < 0 else ring[::-1]))
+            holes.append((parent, ring if area < 0 else ring[::-1]))
     for parent, ring in holes:
         if parent in polygons:
             polygons[parent].append(ring)
@@ -258,52 +264,30 @@ def draw_overlay(
     if sem_low is not None and sem_low.size:
         rows = np.minimum((np.arange(h) * factor / low_step).astype(np.int64), sem_low.shape[0] - 1)
         cols = np.minimum((np.arange(w) * factor / low_step).astype(np.int64), sem_low.shape[1] - 1)
-        classes = sem_low[rows[:, None], cols[None, :]]
-        tint = np.asarray(REGION_COLOURS, np.float32)[classes % len(REGION_COLOURS)]
-        fg = classes > 0
-        canvas[fg] = np.round(canvas[fg] * (1 - alpha) + tint[fg] * alpha).astype(np.uint8)
+        classes = sem_low[rows][:, cols]
+        # every class's tinted value of every channel value (the arithmetic of a per-pixel blend): one table
+        # look-up per pixel
+        n = int(classes.max()) + 1
+        colours = np.asarray(REGION_COLOURS, np.float32)[np.arange(n) % len(REGION_COLOURS)] * alpha
+        values = np.arange(256, dtype=np.float64)
+        table = np.round(values[None, :, None] * (1 - alpha) + colours[:, None, :]).astype(np.uint8)
+        table[0] = np.arange(256, dtype=np.uint8)[:, None]  # background: untinted
+        canvas = table[classes.astype(np.intp)[..., None], canvas, np.arange(3)]
 
     def draw(polygons: Sequence[Polygon], type_id: int) -> None:
-        rgb = tuple(int(v) for v in TYPE_COLOURS[int(type_id) % len(TYPE_COLOURS)])
-        rings = [np.round(poly[0] / factor).astype(np.int32).reshape(-1, 1, 2) for poly in polygons if len(poly)]
-        if rings:
-            cv2.polylines(canvas, rings, isClosed=True, color=rgb, thickness=1)
+        draw_rings(canvas, overview_rings(polygons, factor), type_id)
 
     return canvas, draw
 
 
+def draw_rings(canvas: np.ndarray, rings: Sequence[np.ndarray], type_id: int) -> None:
+    """Outline rings (overview pixels, :func:`overview_rings`) in the colour of nucleus type ``type_id``."""
+    if rings:
+        rgb = tuple(int(v) for v in TYPE_COLOURS[int(type_id) % len(TYPE_COLOURS)])
+        cv2.polylines(canvas, list(rings), isClosed=True, color=rgb, thickness=1)
+
+
 # ---- the outputs of one slide ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where the region's pixels lie on the slide: level-0 ``X = (x + ox) * sx``, ``Y = (y + oy) * sy``.
-
-    Attributes:
-        scale: ``(sy, sx)`` level-0 pixels per working pixel.
-        offset: ``(oy, ox)`` the region's origin in working pixels.
-        mpp: ``(y, x)`` working pixel size in micrometres; ``None`` when the file does not record it.
-    """
-
-    scale: tuple[float, float]
-    offset: tuple[float, float]
-    mpp: tuple[float, float] | None
-
-    @classmethod
-    def of(cls, image: Any) -> Placement:
-        """The placement of a :class:`~coseg.wsi.reader.WorkingImage` (its ``to_level0``, ``roi`` and ``mpp``)."""
-        sy, sx = image.to_level0
-        mpp = None if image.mpp is None else (float(image.mpp[0]), float(image.mpp[1]))
-        return cls(scale=(float(sy), float(sx)), offset=(float(image.roi[0]), float(image.roi[1])), mpp=mpp)
-
-    def point(self, x: float, y: float) -> tuple[float, float]:
-        """Level-0 ``(X, Y)`` of region coordinates ``(x, y)`` given in QuPath's convention (pixel edges)."""
-        return (x + self.offset[1]) * self.scale[1], (y + self.offset[0]) * self.scale[0]
-
-    @property
-    def pixel_area_um2(self) -> float | None:
-        """Area of one working pixel in square micrometres."""
-        return None if self.mpp is None else self.mpp[0] * self.mpp[1]
 
 
 def write_label_maps(
@@ -315,7 +299,8 @@ def write_label_maps(
     tile: int,
     mpp: tuple[float, float] | None,
 ) -> None:
-    """Write the instance, type and region maps of the region as pyramidal TIFFs (:func:`write_label_pyramid`).
+    """Write the instance, type and region maps of the region as pyramidal TIFFs (:func:`write_label_map` for
+    each; :mod:`coseg.wsi.run` hands the three to worker processes).
 
     Args:
         outputs: ``{"inst": path, "type": path, "sem": path, ...}``.
@@ -325,25 +310,64 @@ def write_label_maps(
         tile: TIFF tile side.
         mpp: working pixel size, for the resolution tags.
     """
-    inst_dtype = np.uint16 if len(merged) < 2**16 else np.uint32
-    type_lut = np.concatenate([[0], merged.types]).astype(np.uint8)
-    for kind, dtype in (("inst", inst_dtype), ("type", np.uint8), ("sem", np.uint8)):
-
-        def mapping(t: tuple[int, int], band: np.ndarray, kind: str = kind) -> np.ndarray:
-            if kind == "sem":
-                return band
-            ids = merged.luts[t][band]
-            return type_lut[ids] if kind == "type" else ids
-
-        write_label_pyramid(
-            outputs[kind],
-            stored_bands(plan, records, "sem" if kind == "sem" else "inst", tile, mapping, dtype),
-            shape=(plan.height, plan.width),
-            dtype=dtype,
-            tile=tile,
-            mpp=mpp,
-            description=f"coseg {kind} map",
+    for kind in LABEL_MAPS:
+        write_label_map(
+            outputs[kind], kind, plan=plan, records=records, luts=merged.luts, types=merged.types, tile=tile, mpp=mpp
         )
+
+
+#: the label maps written for each slide
+LABEL_MAPS = ("inst", "type", "sem")
+
+
+def write_label_map(
+    path: str | os.PathLike,
+    kind: str,
+    *,
+    plan: TilePlan,
+    records: Mapping[tuple[int, int], Path],
+    luts: Mapping[tuple[int, int], np.ndarray],
+    types: np.ndarray,
+    tile: int,
+    mpp: tuple[float, float] | None,
+) -> None:
+    """Write one label map of the region as a pyramidal TIFF (:func:`write_label_pyramid`): nucleus ids
+    (``"inst"``, ``uint16``, ``uint32`` beyond 65535 nuclei), nucleus types (``"type"``) or region classes
+    (``"sem"``).
+
+    Args:
+        path: the ``.tif``.
+        kind: ``"inst"``, ``"type"`` or ``"sem"``.
+        plan: the tile plan.
+        records: the tile records, keyed by tile; their label maps were stored in bands of ``tile`` rows.
+        luts: per tile, local piece id -> slide instance id (:attr:`coseg.wsi.merge.MergeResult.luts`).
+        types: ``(N,)`` type of each slide instance.
+        tile: TIFF tile side.
+        mpp: working pixel size, for the resolution tags.
+
+    Raises:
+        ValueError: an unknown ``kind``.
+    """
+    if kind not in LABEL_MAPS:
+        raise ValueError(f"kind must be one of {LABEL_MAPS}, got {kind!r}")
+    dtype = (np.uint16 if len(types) < 2**16 else np.uint32) if kind == "inst" else np.uint8
+    type_lut = np.concatenate([[0], types]).astype(np.uint8)
+
+    def mapping(t: tuple[int, int], band: np.ndarray) -> np.ndarray:
+        if kind == "sem":
+            return band
+        ids = luts[t][band]
+        return type_lut[ids] if kind == "type" else ids
+
+    write_label_pyramid(
+        path,
+        stored_bands(plan, records, "sem" if kind == "sem" else "inst", tile, mapping, dtype),
+        shape=(plan.height, plan.width),
+        dtype=dtype,
+        tile=tile,
+        mpp=mpp,
+        description=f"coseg {kind} map",
+    )
 
 
 _CSV_COLUMNS = (
@@ -381,79 +405,105 @@ def write_instance_table(
         sem_classes, inst_types: class names by index.
     """
     area_um2 = placement.pixel_area_um2
+    (sy, sx), (oy, ox) = placement.scale, placement.offset
+    # the arithmetic of Placement.point, column by column
+    cx = (merged.centroid[:, 0] + 0.5 + ox) * sx
+    cy = (merged.centroid[:, 1] + 0.5 + oy) * sy
+    box = merged.bbox.astype(np.float64)
+    bx0, bx1 = (box[:, 0] + ox) * sx, (box[:, 2] + ox) * sx
+    by0, by1 = (box[:, 1] + oy) * sy, (box[:, 3] + oy) * sy
+    types, tissue, area = merged.types.tolist(), merged.tissue.tolist(), merged.area.tolist()
+
+    def fmt(spec: str, values: np.ndarray) -> list[str]:
+        return [format(v, spec) for v in values.tolist()]
+
+    columns = [
+        merged.ids.tolist(),
+        types,
+        [inst_types.get(t, str(t)) for t in types],
+        fmt(".3f", merged.type_probs),
+        tissue,
+        [sem_classes.get(c, str(c)) for c in tissue],
+        fmt(".2f", cx),
+        fmt(".2f", cy),
+        area,
+        [""] * len(area) if area_um2 is None else fmt(".2f", merged.area * area_um2),
+        fmt(".1f", bx0),
+        fmt(".1f", by0),
+        fmt(".1f", bx1),
+        fmt(".1f", by1),
+    ]
     with atomic_write_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(_CSV_COLUMNS)
-        for i in range(len(merged)):
-            t, c = int(merged.types[i]), int(merged.tissue[i])
-            x0, y0, x1, y1 = merged.bbox[i]
-            cx, cy = placement.point(merged.centroid[i, 0] + 0.5, merged.centroid[i, 1] + 0.5)
-            (bx0, by0), (bx1, by1) = placement.point(x0, y0), placement.point(x1, y1)
-            w.writerow(
-                [
-                    int(merged.ids[i]),
-                    t,
-                    inst_types.get(t, str(t)),
-                    f"{merged.type_probs[i]:.3f}",
-                    c,
-                    sem_classes.get(c, str(c)),
-                    f"{cx:.2f}",
-                    f"{cy:.2f}",
-                    int(merged.area[i]),
-                    "" if area_um2 is None else f"{merged.area[i] * area_um2:.2f}",
-                    f"{bx0:.1f}",
-                    f"{by0:.1f}",
-                    f"{bx1:.1f}",
-                    f"{by1:.1f}",
-                ]
-            )
+        w.writerows(zip(*columns))
 
 
-def _nucleus_feature(
-    merged: MergeResult,
-    i: int,
-    polygons: Sequence[Polygon],
-    placement: Placement,
-    sem_classes: Mapping[int, str],
-    inst_types: Mapping[int, str],
-) -> dict[str, Any]:
-    t = int(merged.types[i])
-    cx, cy = placement.point(merged.centroid[i, 0] + 0.5, merged.centroid[i, 1] + 0.5)
-    props: dict[str, Any] = {
-        "id": int(merged.ids[i]),
-        "type": t,
-        "type_prob": round(float(merged.type_probs[i]), 4),
-        "tissue": sem_classes.get(int(merged.tissue[i]), str(int(merged.tissue[i]))),
-        "centroid": [round(cx, 2), round(cy, 2)],
-        "area_px": int(merged.area[i]),
-    }
-    if placement.pixel_area_um2 is not None:
-        props["measurements"] = {"Area um^2": round(float(merged.area[i]) * placement.pixel_area_um2, 3)}
-    return qupath_feature(
-        polygons,
-        object_type="detection",
-        class_name=inst_types.get(t, f"type_{t}") if t > 0 else None,
-        class_index=t,
-        properties=props,
-        scale=placement.scale,
-        offset=placement.offset,
-        decimals=2,
-    )
+class NucleusFeatures:
+    """The slide's nuclei as QuPath detections, as the JSON text :func:`coseg.histo.geojson.write_geojson` writes for
+    the features :func:`coseg.histo.geojson.qupath_feature` makes (the same bytes), each geometry given as text
+    (:func:`coseg.wsi.merge.geometry_text`, rendered by the worker that post-processed the tile). The part of a
+    feature that only depends on its type is made once per type.
+
+    Args:
+        merged: the merged instances.
+        placement: region pixels to level 0.
+        sem_classes, inst_types: class names by index.
+    """
+
+    def __init__(
+        self,
+        merged: MergeResult,
+        placement: Placement,
+        *,
+        sem_classes: Mapping[int, str],
+        inst_types: Mapping[int, str],
+    ) -> None:
+        self.merged = merged
+        self.placement = placement
+        self.sem_classes = sem_classes
+        self.inst_types = inst_types
+        self._heads: dict[int, str] = {}
+        self._dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+    def _head(self, t: int) -> str:
+        """``{"objectType":...,"classification":{...}`` of type ``t``, without the closing brace."""
+        head = self._heads.get(t)
+        if head is None:
+            name = self.inst_types.get(t, f"type_{t}") if t > 0 else None
+            props = qupath_feature([], object_type="detection", class_name=name, class_index=t)["properties"]
+            head = self._heads[t] = self._dumps(props)[:-1]
+        return head
+
+    def text(self, i: int, geometry: str) -> str:
+        """The feature of instance row ``i`` (id - 1) with its geometry text (level-0 pixels)."""
+        m, placement = self.merged, self.placement
+        t = int(m.types[i])
+        tissue = int(m.tissue[i])
+        cx, cy = placement.point(m.centroid[i, 0] + 0.5, m.centroid[i, 1] + 0.5)
+        area = int(m.area[i])
+        props: dict[str, Any] = {
+            "id": int(m.ids[i]),
+            "type": t,
+            "type_prob": round(float(m.type_probs[i]), 4),
+            "tissue": self.sem_classes.get(tissue, str(tissue)),
+            "centroid": [round(cx, 2), round(cy, 2)],
+            "area_px": area,
+        }
+        if placement.pixel_area_um2 is not None:
+            props["measurements"] = {"Area um^2": round(float(area) * placement.pixel_area_um2, 3)}
+        return f'{{"type":"Feature","geometry":{geometry},"properties":{self._head(t)},{self._dumps(props)[1:]}}}'
 
 
-def slide_features(
+def region_features(
     *,
     sem_low: np.ndarray,
     low_step: int,
-    instances: Iterable[tuple[int, Sequence[Polygon]]],
-    merged: MergeResult,
     placement: Placement,
     sem_classes: Mapping[int, str],
-    inst_types: Mapping[int, str],
     region_min_um2: float,
-    draw: Callable[[Sequence[Polygon], int], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """The slide's QuPath features, one at a time: tissue regions (annotations), then every nucleus (detections).
+    """The slide's tissue regions as QuPath annotations, one per class.
 
     Regions are outlined on ``sem_low`` without regions or holes smaller than ``region_min_um2`` (64 samples when
     the pixel size is unknown), so that annotations outline tissue, not every speck (:func:`region_polygons`).
@@ -461,13 +511,9 @@ def slide_features(
     Args:
         sem_low: region classes sampled every ``low_step`` region pixels.
         low_step: its sampling step.
-        instances: ``(instance id, polygons in region pixels)`` of every nucleus
-            (:func:`coseg.wsi.merge.instance_polygons`).
-        merged: the merged instances.
         placement: region pixels to level 0.
-        sem_classes, inst_types: class names by index.
+        sem_classes: class names by index.
         region_min_um2: smallest region or hole outlined.
-        draw: called as ``draw(polygons, type)`` for every nucleus (e.g. the overlay's, :func:`draw_overlay`).
 
     Yields:
         feature dictionaries for :func:`coseg.histo.geojson.write_geojson`.
@@ -489,11 +535,77 @@ def slide_features(
                 offset=(oy / low_step, ox / low_step),
                 decimals=2,
             )
-    for fid, polys in instances:
-        i = fid - 1
-        if draw is not None:
-            draw(polys, int(merged.types[i]))
-        yield _nucleus_feature(merged, i, polys, placement, sem_classes, inst_types)
+
+
+@dataclass(frozen=True)
+class FeatureJob:
+    """What every tile's nuclei are rendered with (:func:`tile_features`).
+
+    Attributes:
+        placement: region pixels to level 0.
+        sem_classes, inst_types: class names by index.
+        factor: region pixels per overview pixel (:func:`draw_overlay`).
+    """
+
+    placement: Placement
+    sem_classes: dict[int, str]
+    inst_types: dict[int, str]
+    factor: float
+
+
+@dataclass
+class TileFeatures:
+    """A tile's nuclei, rendered (:func:`tile_features`).
+
+    Attributes:
+        texts: the features of the instances that are one piece of this tile, in piece order (JSON text).
+        outlines: for each of them, ``(type, ring)``: the outline in overview pixels, ``(m, 1, 2)`` int32.
+        pieces: the pieces of instances made of several pieces, ``(instance id, (mask, x0, y0))`` in piece order,
+            to be joined once all are read (:func:`coseg.wsi.merge.group_polygons`).
+    """
+
+    texts: list[str]
+    outlines: list[tuple[int, np.ndarray]]
+    pieces: list[tuple[int, tuple[np.ndarray, int, int]]]
+
+
+def overview_rings(polygons: Sequence[Polygon], factor: float) -> list[np.ndarray]:
+    """An object's exterior rings in overview pixels (``factor`` region pixels each), as OpenCV draws them."""
+    return [np.round(poly[0] / factor).astype(np.int32).reshape(-1, 1, 2) for poly in polygons if len(poly)]
+
+
+def tile_features(
+    job: FeatureJob, path: str | os.PathLike, lut: np.ndarray, rows: MergeResult, joined: np.ndarray
+) -> TileFeatures:
+    """Render the nuclei of one tile record: the GeoJSON features of its one-piece instances (the geometry the worker
+    rendered with the record, :attr:`coseg.wsi.parts.TileRecord.geometry`) and their overview outlines, and the
+    pieces of the instances joined across tiles. Runs in a worker process (:mod:`coseg.wsi.run`).
+
+    Args:
+        job: the slide's rendering settings.
+        path: the tile's record.
+        lut: local piece id -> slide instance id (``(n + 1,)``).
+        rows: the merged rows (:meth:`coseg.wsi.merge.MergeResult.rows`) of the tile's one-piece instances.
+        joined: ``(n + 1,)`` bool, the local pieces that belong to an instance of several pieces.
+
+    Returns:
+        the :class:`TileFeatures`.
+    """
+    rec = load_record(path, maps=False, geometry=True)
+    geometry = rec.geometry if len(rec.geometry) == rec.n else geometry_texts(rec.polygons, job.placement)
+    features = NucleusFeatures(rows, job.placement, sem_classes=job.sem_classes, inst_types=job.inst_types)
+    row_of = {fid: i for i, fid in enumerate(rows.ids.tolist())}
+    out = TileFeatures([], [], [])
+    for local in range(1, rec.n + 1):
+        fid = int(lut[local])
+        if joined[local]:
+            out.pieces.append((fid, rec.masks[local]))
+            continue
+        i = row_of[fid]
+        out.texts.append(features.text(i, geometry[local - 1]))
+        t = int(rows.types[i])
+        out.outlines.extend((t, ring) for ring in overview_rings(rec.polygons[local - 1], job.factor))
+    return out
 
 
 def summarise_nuclei(
