@@ -73,6 +73,7 @@ def main() -> None:
         "ckpt_dir": str(work / "models"),
         "output_dir": str(work / "eval"),
         "model_preset": args.preset,
+        "allow_random_encoder": True,  # no SAM2 checkpoint for the micro encoder: it trains from scratch
         "patch_size": args.size,
         "tooth_types": args.tooth_types,
         "magnification": args.magnification,

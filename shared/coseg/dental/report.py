@@ -374,10 +374,10 @@ class DentalEvaluationReport:
         self.write(records)
 
     def write(self, records: list[dict[str, Any]]) -> dict[str, Any]:
-        """Summarise per-case records (:meth:`case_record`) and write ``metrics.json``, ``per_case.csv`` and
-        ``tables.md``; returns the summary."""
+        """Summarise per-case records (:meth:`case_record`, in case-name order) and write ``metrics.json``,
+        ``per_case.csv`` and ``tables.md``; returns the summary."""
         os.makedirs(self.output_dir, exist_ok=True)
-        summary = self.summarize(records)
+        summary = self.summarize(sorted(records, key=lambda r: r["case"]))  # the same order however gathered
         write_json(os.path.join(self.output_dir, "metrics.json"), jsonable(summary))
         write_text(os.path.join(self.output_dir, "per_case.csv"), _per_case_csv(summary["per_case"]))
         write_text(os.path.join(self.output_dir, "tables.md"), _dental_tables(summary))
