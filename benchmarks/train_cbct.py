@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--magnification", type=float, default=25.0, help="watershed scale (teeth ~20 px wide)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--cache-rate", type=float, default=0.0, help="share of the slices kept in memory")
     parser.add_argument("--evaluate-only", action="store_true", help="evaluate the model an earlier run left")
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "train_cbct.json"))
     args = parser.parse_args()
@@ -89,7 +90,7 @@ def main() -> None:
             **common,
             "batch_size": args.batch_size,
             "learning_rate": args.learning_rate,
-            "cache_rate": 1.0,
+            "cache_rate": args.cache_rate,
             "epoch_length": args.epoch_length,
             "val_interval": 2,
             "ckpt_interval": 1000,
@@ -113,6 +114,7 @@ def main() -> None:
             "cases": {"training": args.train_cases, "validation": args.val_cases, "test": args.test_cases},
             "batch_size": args.batch_size,
             "epoch_length": args.epoch_length,
+            "cache_rate": args.cache_rate,
             "learning_rate": args.learning_rate,
             "magnification": args.magnification,
             "test_storages": {
