@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 import torch.distributed as dist
-from scipy import ndimage
 from ignite.engine import Engine, Events
+from scipy import ndimage
 
 from coseg.dental.inference import as_volume, unpack_tooth_types
 from coseg.dental.labels import FDI_TEETH, tooth_type_lut
