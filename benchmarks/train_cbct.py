@@ -51,16 +51,17 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/coseg_train_cbct", help="scratch folder")
     parser.add_argument("--tooth-types", choices=("fdi", "jaw"), default="fdi")
     parser.add_argument("--preset", default="micro", help="model preset (micro: the size a shared CPU trains)")
-    parser.add_argument("--size", type=int, default=192, help="slice size (pixels)")
-    parser.add_argument("--shape", type=int, nargs=3, default=(40, 96, 96), help="phantom shape (D, H, W)")
+    parser.add_argument("--size", type=int, default=320, help="slice size (pixels; 4x the phantom's in-plane size)")
+    parser.add_argument("--shape", type=int, nargs=3, default=(40, 80, 80), help="phantom shape (D, H, W)")
     parser.add_argument("--train-cases", type=int, default=14)
     parser.add_argument("--val-cases", type=int, default=2)
     parser.add_argument("--test-cases", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--epoch-length", type=int, default=25, help="iterations per epoch (validation: every 2)")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--magnification", type=float, default=20.0, help="watershed scale (teeth ~7 px wide)")
+    parser.add_argument("--magnification", type=float, default=25.0, help="watershed scale (teeth ~20 px wide)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--cache-rate", type=float, default=0.0, help="share of the slices kept in memory")
     parser.add_argument("--evaluate-only", action="store_true", help="evaluate the model an earlier run left")
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "train_cbct.json"))
     args = parser.parse_args()
@@ -73,6 +74,7 @@ def main() -> None:
         "ckpt_dir": str(work / "models"),
         "output_dir": str(work / "eval"),
         "model_preset": args.preset,
+        "allow_random_encoder": True,  # no SAM2 checkpoint for the micro encoder: it trains from scratch
         "patch_size": args.size,
         "tooth_types": args.tooth_types,
         "magnification": args.magnification,
@@ -88,7 +90,7 @@ def main() -> None:
             **common,
             "batch_size": args.batch_size,
             "learning_rate": args.learning_rate,
-            "cache_rate": 1.0,
+            "cache_rate": args.cache_rate,
             "epoch_length": args.epoch_length,
             "val_interval": 2,
             "ckpt_interval": 1000,
@@ -112,6 +114,7 @@ def main() -> None:
             "cases": {"training": args.train_cases, "validation": args.val_cases, "test": args.test_cases},
             "batch_size": args.batch_size,
             "epoch_length": args.epoch_length,
+            "cache_rate": args.cache_rate,
             "learning_rate": args.learning_rate,
             "magnification": args.magnification,
             "test_storages": {

@@ -153,3 +153,19 @@ def test_report_of_a_heuristic_bundle_has_one_numbering(one_case, tmp_path):
     assert summary["teeth_fdi"]["heuristic"]["identification"]["accuracy"] == 1.0
     with pytest.raises(ValueError, match="numbering"):
         DentalEvaluationReport(tmp_path, numbering="voted")
+
+
+def test_per_class_hd95_on_crops_equals_the_whole_volume():
+    from coseg.metrics import semantic_stats
+
+    rng = np.random.default_rng(0)
+    gt = _cubes({11: (slice(1, 6), slice(2, 9), slice(3, 12)), 47: (slice(6, 10), slice(12, 18), slice(25, 39))})
+    pred = _cubes({11: (slice(0, 5), slice(3, 10), slice(1, 11)), 47: (slice(5, 9), slice(11, 19), slice(28, 40))})
+    pred[rng.random(pred.shape) < 0.02] = 11  # scattered false voxels far from the tooth
+    spacing = (0.5, 0.3, 0.3)
+    stats = fdi_class_stats(gt, pred, spacing=spacing)
+    lut = np.zeros(49, dtype=np.int64)
+    lut[11], lut[47] = 1, 2
+    whole = semantic_stats(lut[gt][None], lut[pred][None], num_classes=3, spacing=spacing)
+    assert stats["hd95"][C[11]] == pytest.approx(whole.hd95[0, 1])
+    assert stats["hd95"][C[47]] == pytest.approx(whole.hd95[0, 2])
