@@ -68,7 +68,7 @@ from coseg.wsi.settings import OutputSettings, ReadSettings, TileSettings, Windo
 from coseg.wsi.stream import WindowStream
 from coseg.wsi.tiling import Box, Placement, TilePlan, contiguous_runs, split_among_ranks
 from coseg.wsi.tissue import active_tiles, tissue_mask
-from coseg.wsi.workers import TaskStats, TileJob, WorkerPool, default_workers, finish_tile
+from coseg.wsi.workers import SharedArrays, TaskStats, TileJob, WorkerPool, default_workers, finish_tile
 from coseg.wsi.workers import result as worker_result
 from coseg.wsi.writer import (
     LABEL_MAPS,
@@ -557,12 +557,23 @@ class WholeSlideInferer:
             return work
         _, rank, _ = _dist()
         bar = tqdm(total=len(tiles), unit="tile", desc=label, disable=not self.progress or rank != 0, smoothing=0.1)
+        shared: dict[tuple[int, int], SharedArrays] = {}  # the maps in flight, in shared memory for the workers
+
+        def items() -> Iterator[tuple[Any, ...]]:
+            for tile, maps in self._tile_maps(image, plan, tiles):
+                if pool.workers:
+                    maps = shared[tile] = SharedArrays(maps)
+                yield job, tile, maps
+
         try:
-            items = ((job, tile, maps) for tile, maps in self._tile_maps(image, plan, tiles))
-            for _, stats in pool.imap(finish_tile, items, describe=lambda item: f"tile {tuple(item[1])}"):
+            for done, stats in pool.imap(finish_tile, items(), describe=lambda item: f"tile {tuple(item[1])}"):
+                if done in shared:
+                    shared.pop(done).unlink()
                 work.add(stats)
                 bar.update(1)
         finally:
+            for handle in shared.values():
+                handle.unlink()
             bar.close()
         work.peak_pending = pool.peak_pending
         return work
