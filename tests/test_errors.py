@@ -131,11 +131,11 @@ def test_bugs_are_not_user_errors_but_missing_files_are():
     ids=["truncated", "not-an-image", "missing"],
 )
 def test_checked_pil_reader_names_the_file(tmp_path, make, problem):
-    from monai.transforms import LoadImaged
+    from coseg.transforms import LoadCheckedImaged
 
     path = tmp_path / "bad.png"
     make(path)
-    load = LoadImaged("image", reader="coseg.transforms.CheckedPILReader", image_only=True)
+    load = LoadCheckedImaged("image", reader="coseg.transforms.CheckedPILReader", image_only=True)
     with pytest.raises(Exception) as caught:
         load({"image": str(path)})
     found = find_user_error(caught.value)
@@ -276,7 +276,7 @@ def test_histo_evaluation_without_a_dataset_reports_it_in_one_line(tmp_path):
 
 
 def test_cbct_training_on_a_dataset_with_other_classes_reports_it_in_one_line(histo_dataset, tmp_path):
-    overrides = {"dataset_dir": histo_dataset, "model_preset": "micro", "patch_size": 64}
+    overrides = {"dataset_dir": histo_dataset, "model_preset": "micro", "patch_size": 64, "allow_random_encoder": True}
     res = _bundle_run(
         "training", [CBCT / "configs" / "train.json"], **overrides, ckpt_dir=tmp_path, output_dir=tmp_path
     )

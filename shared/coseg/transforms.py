@@ -78,6 +78,10 @@ class CheckedPILReader(PILReader):
     def read(self, data: Sequence[PathLike] | PathLike | np.ndarray, **kwargs: Any) -> Any:
         """Open the file(s) like ``PILReader.read``; 16-bit colour PNGs as described in the class docstring.
 
+        A file that cannot be opened is not reported here but by :meth:`get_data`: were ``read`` to raise,
+        ``LoadImage`` would try its other readers and end with a message about one of them (numpy's "pickled data",
+        missing reader libraries) instead of this file's problem.
+
         Raises:
             InputFileError: a 16-bit colour PNG with ``high_bit_depth="error"``.
         """
@@ -91,9 +95,38 @@ class CheckedPILReader(PILReader):
                     )
                 image = Image.fromarray(read_rgb(name, high_bit_depth="scale"))
                 images.append(self.converter(image) if callable(self.converter) else image)
-            else:
+                continue
+            try:
                 images.append(super().read(name, **kwargs))
+            except FileNotFoundError as exc:
+                images.append(_Unreadable(InputNotFoundError(name, "image file does not exist"), exc))
+            except (OSError, SyntaxError, ValueError) as exc:  # PIL: UnidentifiedImageError, bad header, ...
+                images.append(_Unreadable(InputFileError(name, f"cannot be read as an image ({exc})"), exc))
         return images if len(names) > 1 else images[0]
+
+    def get_data(self, img: Any) -> tuple:
+        """Decode the images of :meth:`read` and return ``(array, metadata)`` as ``PILReader.get_data`` does.
+
+        Raises:
+            InputNotFoundError: a file does not exist.
+            InputFileError: a file cannot be opened or decoded as an image (truncated, corrupt, not an image).
+        """
+        for image in ensure_tuple(img):
+            if isinstance(image, _Unreadable):
+                raise image.error from image.cause
+            try:
+                image.load()  # PIL decodes lazily: a truncated file fails here, where its name is still known
+            except (OSError, SyntaxError, ValueError) as exc:
+                name = getattr(image, "filename", None) or "<image>"
+                raise InputFileError(name, f"cannot be read as an image ({exc})") from exc
+        return super().get_data(img)
+
+
+class _Unreadable:
+    """What :class:`CheckedPILReader` reads from a file it cannot open; :meth:`CheckedPILReader.get_data` raises."""
+
+    def __init__(self, error: InputFileError, cause: BaseException) -> None:
+        self.error, self.cause = error, cause
 
 
 class LoadCheckedImage(LoadImage):

@@ -27,7 +27,7 @@ from coseg.bundle import (
     pred_scheme,
 )
 from coseg.bundle.__main__ import main as cli
-from coseg.dental.labels import INSTANCE_TYPES, SEMANTIC_CLASSES
+from coseg.dental.labels import INSTANCE_TYPES, SEMANTIC_CLASSES, tooth_type_names
 from coseg.errors import InputFileError
 
 from .conftest import CBCT, CBCT_MICRO_OVERRIDES
@@ -71,8 +71,14 @@ def test_the_cbct_bundle_passes_the_checks():
     assert config_class_problems(configs) == {}
     # read as a class map, the same metadata is wrong: the scheme matters
     inference = configs["inference.json"]
-    problems = check_class_map(meta, inference["sem_classes"], inference["inst_types"])
+    assert inference["inst_types"] == "$coseg.dental.tooth_type_names(@tooth_types)"
+    problems = check_class_map(meta, inference["sem_classes"], tooth_type_names(inference["tooth_types"]))
     assert len(problems) == 1 and "missing ['3', '4', '5']" in problems[0]
+    # both tooth type schemes write the same ToothFairy2 ids: the checks accept the "fdi" types as well
+    for name in ("inference.json", "train.json"):
+        configs[name] = {**configs[name], "tooth_types": "fdi"}
+    assert config_class_problems(configs) == {}
+    assert check_class_map(meta, SEMANTIC_CLASSES, tooth_type_names("fdi"), scheme="toothfairy2") == []
 
 
 def _cbct_meta_edit(edit) -> list[str]:

@@ -47,9 +47,7 @@ def _model(**extra) -> dict:
     return {"model_preset": "micro", "patch_size": 64, "allow_random_encoder": True, **extra}
 
 
-@pytest.fixture(scope="module")
-def trained(cbct_dataset, tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("cbct_train")
+def _train(cbct_dataset: Path, work: Path, **extra) -> Path:
     overrides = _model(
         dataset_dir=str(cbct_dataset / "prepared"),
         ckpt_dir=str(work / "models"),
@@ -60,6 +58,7 @@ def trained(cbct_dataset, tmp_path_factory) -> Path:
         val_interval=1,
         num_workers=0,
         cache_rate=0.0,
+        **extra,
     )
     wf = _workflow(["train.json"], "train", **overrides)
     assert wf.check_properties() == []
@@ -67,6 +66,18 @@ def trained(cbct_dataset, tmp_path_factory) -> Path:
     wf.finalize()
     assert (work / "models" / "checkpoint_final.pt").is_file() and (work / "models" / "model.pt").is_file()
     return work
+
+
+@pytest.fixture(scope="module")
+def trained(cbct_dataset, tmp_path_factory) -> Path:
+    """The micro model trained with the paper's tooth types (upper / lower)."""
+    return _train(cbct_dataset, tmp_path_factory.mktemp("cbct_train"))
+
+
+@pytest.fixture(scope="module")
+def trained_fdi(cbct_dataset, tmp_path_factory) -> Path:
+    """The micro model trained with one tooth type per FDI number, from the same prepared dataset."""
+    return _train(cbct_dataset, tmp_path_factory.mktemp("cbct_train_fdi"), tooth_types="fdi")
 
 
 def _infer(trained: Path, dataset_dir: Path, out: Path, files=("inference.json",), **extra) -> None:
@@ -146,6 +157,57 @@ def test_bad_volumes_are_rejected_naming_the_file(trained, tmp_path, shape, prob
     while chain[-1].__cause__ is not None:
         chain.append(chain[-1].__cause__)
     assert any(isinstance(e, InputFileError) and "bad.nii.gz" in str(e) and problem in str(e) for e in chain), chain
+
+
+def test_fdi_training_learns_33_tooth_types_from_the_same_dataset(trained_fdi):
+    from coseg.networks import CoSegPlusPlus
+
+    assert CoSegPlusPlus.from_saved(trained_fdi / "models" / "model.pt").num_inst_types == 33
+    history = (trained_fdi / "eval" / "validation_history.json").read_text(encoding="utf-8")
+    assert "val_mpq" in history and "inst_tooth_11" not in history  # no 96 per-tooth validation metrics
+
+
+def test_fdi_inference_writes_learned_numbers_and_the_evaluation_compares_them(trained_fdi, cbct_dataset, tmp_path):
+    out = tmp_path / "eval"
+    _infer(
+        trained_fdi,
+        cbct_dataset / "prepared",
+        tmp_path / "unused",
+        files=("inference.json", "evaluate.json"),
+        evaluation_dir=str(out),
+        tooth_types="fdi",
+    )
+    summary = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert summary["teeth_fdi"]["numbering"] == "learned"
+    assert set(summary["teeth_fdi"]) == {"numbering", "learned", "heuristic"}
+    assert set(summary["teeth_fdi"]["learned"]["identification"]) >= {"accuracy", "left_right_swaps"}
+    assert len(summary["teeth_fdi"]["learned"]["per_class"]) == 32
+    assert "ToothFairy2 layout" in (out / "tables.md").read_text(encoding="utf-8")
+    assert (out / "per_case.csv").is_file()
+    volume = next((out / "volumes").glob("*_summary.json"))
+    assert json.loads(volume.read_text(encoding="utf-8"))["fdi_numbering"].startswith("learned")
+    combined = np.asarray(nib.load(next((out / "volumes").glob("*_toothfairy2.nii.gz"))).dataobj)
+    allowed = {0, 1, 2, 7} | {10 * q + t for q in (1, 2, 3, 4) for t in range(1, 9)}
+    assert set(np.unique(combined).tolist()) <= allowed
+
+
+def test_tooth_types_must_match_the_weights(trained_fdi, cbct_dataset, tmp_path):
+    """FDI weights read as jaw types: the network's recorded type count contradicts the config, naming both."""
+    with pytest.raises(Exception) as err:
+        _infer(trained_fdi, cbct_dataset / "prepared", tmp_path / "out")
+    chain = [err.value]
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    assert any("num_inst_types" in str(e) and "33" in str(e) for e in chain), chain
+
+
+def test_learned_numbering_needs_fdi_types(trained, cbct_dataset, tmp_path):
+    with pytest.raises(Exception) as err:
+        _infer(trained, cbct_dataset / "prepared", tmp_path / "out", tooth_numbering="learned")
+    chain = [err.value]
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    assert any("tooth_types='fdi'" in str(e) for e in chain), chain
 
 
 def test_training_on_label_volumes_as_monai_label_hands_them(cbct_dataset, tmp_path):

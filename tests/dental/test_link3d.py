@@ -124,3 +124,50 @@ def test_bad_arrays():
         link_instances_3d(np.zeros((2, 4, 4), dtype=float))
     with pytest.raises(ValueError):
         link_instances_3d(_stack(), np.zeros((6, 12, 11), dtype=np.int32))
+
+
+def _occluding(gap_type: int, depth: int = 12):
+    """A lower tooth (slices 0-5, type 2) under an upper tooth (slices 6-11, type 1) at the same place, as in
+    occlusion or when a crown bleeds into the occlusal gap; ``gap_type`` types the two slices where they meet."""
+    inst = np.zeros((depth, 12, 12), dtype=np.int32)
+    types = np.zeros_like(inst)
+    inst[:, 3:9, 3:9] = 1
+    types[:6, 3:9, 3:9] = 2
+    types[6:, 3:9, 3:9] = 1
+    types[5:7, 3:9, 3:9] = gap_type
+    return inst, types
+
+
+@pytest.mark.parametrize("gap_type", [1, 2])
+def test_teeth_of_two_jaws_standing_on_each_other_stay_two(gap_type):
+    inst, types = _occluding(gap_type)
+    linked = link_instances_3d(inst, types)
+    assert _objects(linked.labels) == [1, 2]
+    assert linked.types == {1: 2, 2: 1}  # the lower tooth first (axis 0 = inferior to superior), then the upper
+    top = 7 if gap_type == 2 else 5  # the slices where they meet go with the jaw they are typed as
+    assert (linked.labels[:top, 3:9, 3:9] == 1).all() and (linked.labels[top:, 3:9, 3:9] == 2).all()
+    # without types (or one type for both) overlap alone links them into one object
+    assert _objects(link_instances_3d(inst).labels) == [1]
+
+
+def test_a_young_tooth_with_a_mistyped_first_slice_stays_one():
+    inst, types = _occluding(2)
+    types[6:] = 0
+    types[:, 3:9, 3:9] = 1
+    types[0, 3:9, 3:9] = 2  # the first slice typed otherwise: the object is young, it links
+    linked = link_instances_3d(inst, types)
+    assert _objects(linked.labels) == [1] and linked.types == {1: 1}
+
+
+def test_groups_map_fdi_classes_to_jaws():
+    inst, types = _occluding(2)
+    fdi = np.where(types == 2, 20, np.where(types == 1, 3, 0))  # FDI classes: 20 = tooth 34, 3 = tooth 13
+    jaw = np.zeros(33, dtype=np.int64)
+    jaw[1:17], jaw[17:] = 1, 2
+    assert _objects(link_instances_3d(inst, fdi, groups=jaw).labels) == [1, 2]
+    fdi_same_jaw = np.where(types == 2, 20, np.where(types == 1, 21, 0))  # two lower classes: one jaw, one tooth
+    assert _objects(link_instances_3d(inst, fdi_same_jaw, groups=jaw).labels) == [1]
+    with pytest.raises(ValueError, match="groups"):
+        link_instances_3d(inst, fdi, groups=jaw[:10])
+    with pytest.raises(ValueError, match="groups"):
+        link_instances_3d(inst, groups=jaw)

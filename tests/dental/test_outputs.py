@@ -15,8 +15,9 @@ from coseg.dental import outputs as outputs_module
 from coseg.dental.assemble import DentalPrediction, assemble_dental_prediction, combined_toothfairy2, structure_summary
 from coseg.dental.fdi import number_teeth_fdi
 from coseg.dental.geometry import slice_geometry
-from coseg.dental.labels import FDI_TEETH, TOOTHFAIRY2_LABELS, build_label_map, fdi_type
+from coseg.dental.labels import FDI_TEETH, TOOTHFAIRY2_LABELS, build_label_map, fdi_type, tooth_type_lut
 from coseg.dental.outputs import render_montage, write_dental_outputs
+from coseg.dental.report import tooth_identification
 from coseg.dental.synthetic import make_phantom
 from coseg.dental.volumes import Volume
 
@@ -100,6 +101,31 @@ def test_assemble_reconstructs_the_phantom_from_slices():
     np.testing.assert_array_equal(prediction.semantic, sem)
     np.testing.assert_array_equal(prediction.teeth, inst)
     assert prediction.tooth_types == {f: fdi_type(f) for f in np.unique(inst)[1:].tolist()}
+
+
+@pytest.mark.parametrize("numbering", ["heuristic", "learned"])
+def test_assemble_keeps_upper_teeth_when_crowns_bleed_into_the_occlusal_gap(numbering):
+    """A network that paints the lower crowns into the empty slices between the jaws (as the smoothed phantom
+    shows them) must not fuse each upper tooth with the lower tooth under it: the upper teeth would vanish."""
+    phantom = make_phantom(SHAPE, seed=6, missing_teeth=[])
+    sem, inst, _ = LABEL_MAP.apply(phantom.label)
+    scheme = "fdi" if numbering == "learned" else "jaw"
+    types = tooth_type_lut(scheme)[inst]
+    geometry = slice_geometry(SHAPE, phantom.affine, axis="axial", size=80)
+    inst_m = geometry.to_model(inst, kind="label").astype(np.int32)
+    type_m = geometry.to_model(types, kind="label")
+    lower = [z for z in range(len(inst_m)) if np.isin(inst_m[z], range(31, 49)).any()]
+    upper = [z for z in range(len(inst_m)) if np.isin(inst_m[z], range(11, 29)).any()]
+    for z in range(max(lower) + 1, min(upper)):  # the gap: the top lower crowns painted again
+        inst_m[z], type_m[z] = inst_m[max(lower)], type_m[max(lower)]
+    prediction = assemble_dental_prediction(
+        geometry.to_model(sem, kind="label"), inst_m, type_m, geometry, phantom.affine, numbering=numbering
+    )
+    found = {fdi_type(int(f)) for f in np.unique(prediction.teeth) if f in FDI_TEETH}
+    assert found == {1, 2}
+    n_upper = sum(1 for f in np.unique(inst) if 11 <= f <= 28)
+    assert sum(1 for t in prediction.tooth_types.values() if t == 1) == n_upper
+    assert tooth_identification(inst, prediction.teeth)["matched"] == len(np.unique(inst)) - 1
 
 
 def test_assemble_drops_small_teeth_and_checks_shapes():

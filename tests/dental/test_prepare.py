@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from coseg.dental.geometry import SliceGeometry, make_model_slices
-from coseg.dental.labels import TOOTHFAIRY2_LABELS, build_label_map
+from coseg.dental.labels import FDI_TEETH, TOOTHFAIRY2_LABELS, build_label_map
 from coseg.dental.prepare import main, prepare_cbct
 from coseg.dental.synthetic import write_toothfairy2_like
 from coseg.dental.volumes import find_toothfairy2_cases, read_case
@@ -56,7 +56,7 @@ def test_every_slice_written_with_its_labels(prepared, dataset):
     label_map = build_label_map(dataset / "dataset.json")
     case = find_toothfairy2_cases(dataset)[3]
     image, label = read_case(case)
-    sem, inst, types = label_map.apply(label.array)
+    sem, inst, types = label_map.apply(label.array, tooth_types="fdi")  # type slices: one class per FDI number
     geometry = SliceGeometry.from_dict(datalist["cases"][case.case_id]["geometry"])
     assert geometry.canonical_shape == (SHAPE[0], SHAPE[1], SHAPE[2]) and geometry.size == SIZE
     by_slice = {it["slice"]: it for it in items if it["case"] == case.case_id}
@@ -90,7 +90,9 @@ def test_dataset_json(prepared):
         "2": "upper jawbone",
         "3": "pharynx",
     }
-    assert dataset["instance_types"] == {"0": "background", "1": "upper teeth", "2": "lower teeth"}
+    assert dataset["tooth_types"] == "fdi"
+    teeth = {str(k): f"tooth {fdi}" for k, fdi in enumerate(FDI_TEETH, start=1)}
+    assert dataset["instance_types"] == {"0": "background", **teeth}
     assert dataset["label_mapping"]["Lower Right Third Molar (Wisdom Tooth)"] == 48
     assert dataset["label_mapping"]["Crown"] == "background"
     assert dataset["slicing"]["axis"] == "axial" and dataset["slicing"]["size"] == SIZE

@@ -286,3 +286,23 @@ def test_a_volume_replaced_while_training_is_named(plain, tmp_path):
         nib.save(nib.Nifti1Image(np.asarray(volume.dataobj)[:-2], volume.affine), dest)  # 2 voxels fewer
     with pytest.raises(InputFileError, match=r"scan\.nii\.gz.*changed while training"):
         dataset.slice_item(0)
+
+
+def test_fdi_tooth_types_equal_the_prepared_type_slices(raw, tmp_path):
+    """With ``tooth_types="fdi"`` the volume path yields the FDI classes prepare writes; with "jaw" their jaws."""
+    import cv2
+
+    from coseg.dental.labels import fdi_class_lut
+
+    prepared = prepare_cbct(raw, tmp_path, size=SIZE, ratios=(1, 0, 0), progress=False)
+    written = {(it["case"], it["slice"]): it for it in prepared["training"]}
+    fdi = VolumeSliceDataset(_pairs(raw), size=SIZE, labels=raw / "dataset.json", tooth_types="fdi")
+    jaw = VolumeSliceDataset(_pairs(raw), size=SIZE, labels=raw / "dataset.json")
+    seen = set()
+    for i in range(len(fdi)):
+        item = fdi.slice_item(i)
+        png = cv2.imread(str(tmp_path / written[(item["case"], item["slice"])]["label_type"]), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(item["label_type"][0].numpy(), png)
+        np.testing.assert_array_equal(jaw.slice_item(i)["label_type"][0].numpy(), fdi_class_lut("jaw")[png])
+        seen |= set(np.unique(png).tolist())
+    assert len(seen) > 20  # most FDI classes occur

@@ -20,7 +20,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from coseg.data.label_codec import class_map_names
-from coseg.dental.labels import FDI_TEETH, INSTANCE_TYPES, SEMANTIC_CLASSES, TOOTHFAIRY2_LABELS, TOOTHFAIRY2_REGION_IDS
+from coseg.dental.labels import (
+    FDI_TEETH,
+    SEMANTIC_CLASSES,
+    TOOTH_TYPE_SCHEMES,
+    TOOTHFAIRY2_LABELS,
+    TOOTHFAIRY2_REGION_IDS,
+    tooth_type_names,
+)
 
 __all__ = [
     "PRED_SCHEMES",
@@ -175,17 +182,22 @@ def expected_channel_def(
 
 def _toothfairy2_class_problems(sem_classes: Mapping[Any, str], inst_types: Mapping[Any, str]) -> list[str]:
     """The toothfairy2 scheme is what :func:`coseg.dental.assemble.combined_toothfairy2` writes: its classes are fixed
-    (regions lower jawbone, upper jawbone, pharynx; teeth typed upper / lower by FDI quadrant)."""
+    (regions lower jawbone, upper jawbone, pharynx; teeth typed upper / lower or by FDI number, the two tooth type
+    schemes of :func:`coseg.dental.labels.tooth_type_names`)."""
     problems = []
-    for what, given, fixed in (
-        ("sem_classes", sem_classes, SEMANTIC_CLASSES),
-        ("inst_types", inst_types, INSTANCE_TYPES),
-    ):
-        have = {int(k): str(v).lower() for k, v in given.items()}
-        if have != {k: v.lower() for k, v in fixed.items()}:
-            problems.append(
-                f"{what} is {dict(given)} but pred_scheme 'toothfairy2' writes the dental classes {dict(fixed)}"
-            )
+    have = {int(k): str(v).lower() for k, v in sem_classes.items()}
+    if have != {k: v.lower() for k, v in SEMANTIC_CLASSES.items()}:
+        problems.append(
+            f"sem_classes is {dict(sem_classes)} but pred_scheme 'toothfairy2' writes the dental classes "
+            f"{dict(SEMANTIC_CLASSES)}"
+        )
+    have = {int(k): str(v).lower() for k, v in inst_types.items()}
+    schemes = {s: tooth_type_names(s) for s in TOOTH_TYPE_SCHEMES}
+    if all(have != {k: v.lower() for k, v in names.items()} for names in schemes.values()):
+        problems.append(
+            f"inst_types is {dict(inst_types)} but pred_scheme 'toothfairy2' writes the dental classes, teeth typed "
+            f"by one of the schemes {', '.join(f'{s!r}: {dict(n)}' for s, n in schemes.items())}"
+        )
     return problems
 
 
@@ -263,7 +275,8 @@ def config_class_problems(configs: Mapping[str, Any]) -> dict[str, list[str]]:
     Args:
         configs: ``{file name: parsed content}`` of the bundle's ``configs/`` with ``"metadata.json"``; the class
             lists (``sem_classes``, ``inst_types``) of ``inference.json`` and ``train.json`` are checked, both in
-            the scheme ``inference.json`` declares (:func:`pred_scheme`).
+            the scheme ``inference.json`` declares (:func:`pred_scheme`); ``inst_types`` computed from a dental
+            ``tooth_types`` (``"jaw"`` / ``"fdi"``) are that scheme's names.
 
     Returns:
         ``{config file name: problems}`` for the configs that have problems.
@@ -280,6 +293,8 @@ def config_class_problems(configs: Mapping[str, Any]) -> dict[str, list[str]]:
         if not isinstance(content, Mapping):
             continue
         sem, types = content.get("sem_classes"), content.get("inst_types")
+        if not isinstance(types, Mapping) and content.get("tooth_types") in TOOTH_TYPE_SCHEMES:
+            types = tooth_type_names(content["tooth_types"])  # inst_types computed from the dental tooth_types
         if isinstance(sem, Mapping) and isinstance(types, Mapping):
             problems = check_class_map(meta, sem, types, scheme=scheme)
             if problems:

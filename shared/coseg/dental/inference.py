@@ -186,6 +186,11 @@ class VolumeSliceInferer(Inferer):
     per-slice teeth linked across slices into one id per tooth and numbered by FDI
     (:func:`coseg.dental.assemble.assemble_dental_prediction`).
 
+    Teeth are numbered as ``numbering`` says: ``"learned"`` (a network with ``tooth_types="fdi"``: the FDI classes
+    it predicts for every voxel of a tooth vote, one tooth per number, :func:`coseg.dental.assemble.assign_fdi_numbers`)
+    or ``"heuristic"`` (jaw types and positions along the arch, :func:`coseg.dental.fdi.number_teeth_fdi`; the only
+    choice for ``tooth_types="jaw"``, and the baseline the evaluation compares the learned numbers with).
+
     Returns (per call, batch of one volume) a dict of tensors with a leading batch dim:
     ``pred`` ``(1, 1, I, J, K)`` the combined label volume in ToothFairy2 ids (1 lower jawbone, 2 upper jawbone,
     7 pharynx, teeth by FDI number; what MONAI Label receives), ``semantic`` (0-3), ``teeth`` (tooth ids) and
@@ -203,9 +208,15 @@ class VolumeSliceInferer(Inferer):
         sem_min_size: semantic regions smaller than this (pixels per slice) are absorbed by their neighbours.
         min_overlap, max_gap, merge_young, min_tooth_voxels: 3D tooth linking (see
             :func:`coseg.dental.link3d.link_instances_3d`).
+        tooth_types: the network's tooth type scheme, ``"jaw"`` or ``"fdi"`` (its type output must have as many
+            channels).
+        numbering: ``"learned"`` (``"fdi"`` only) or ``"heuristic"``; ``None``: learned for ``"fdi"``, heuristic for
+            ``"jaw"``.
 
     Raises:
         TypeError: ``watershed`` is not a :class:`~coseg.postprocess.WatershedParams`.
+        ValueError: an unknown scheme or numbering, learned numbering of jaw types; (when called) a network whose
+            type output does not match ``tooth_types``.
     """
 
     def __init__(
@@ -222,8 +233,21 @@ class VolumeSliceInferer(Inferer):
         max_gap: int = 1,
         merge_young: int = 2,
         min_tooth_voxels: int = 0,
+        tooth_types: str = "jaw",
+        numbering: str | None = None,
     ) -> None:
+        from coseg.dental.assemble import NUMBERINGS
+        from coseg.dental.labels import TOOTH_TYPE_SCHEMES
+
         super().__init__()
+        if tooth_types not in TOOTH_TYPE_SCHEMES:
+            raise ValueError(f"tooth_types must be one of {TOOTH_TYPE_SCHEMES}, got {tooth_types!r}")
+        numbering = numbering or ("learned" if tooth_types == "fdi" else "heuristic")
+        if numbering not in NUMBERINGS:
+            raise ValueError(f"numbering must be one of {NUMBERINGS} or None, got {numbering!r}")
+        if numbering == "learned" and tooth_types != "fdi":
+            raise ValueError("learned FDI numbering needs a network trained with tooth_types='fdi'")
+        self.tooth_types, self.numbering = tooth_types, numbering
         self.axis, self.size, self.window, self.channels = axis, int(size), tuple(window), channels
         self.batch_size = int(batch_size)
         watershed = WatershedParams() if watershed is None else watershed
@@ -237,6 +261,11 @@ class VolumeSliceInferer(Inferer):
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
         from coseg.dental.assemble import assemble_dental_prediction, combined_toothfairy2
         from coseg.dental.geometry import make_model_slices, slice_geometry
+        from coseg.dental.labels import fdi_class_lut, tooth_type_names
+        from coseg.keys import OutputKeys
+
+        num_types = len(tooth_type_names(self.tooth_types))
+        to_jaw = fdi_class_lut("jaw") if self.tooth_types == "fdi" else None
 
         if inputs.ndim != 5 or inputs.shape[:2] != (1, 1):
             raise ValueError(
@@ -252,16 +281,27 @@ class VolumeSliceInferer(Inferer):
             batch = torch.from_numpy(slices[start : start + self.batch_size]).to(device).permute(0, 3, 1, 2).float()
             with torch.inference_mode(not torch.is_grad_enabled()):
                 out = network(normalize(batch), *args, **kwargs)
+            type_logits = out[OutputKeys.INST_TYPE]
+            if type_logits.shape[1] != num_types:
+                raise ValueError(
+                    f"the network predicts {type_logits.shape[1]} tooth types but tooth_types={self.tooth_types!r} "
+                    f"has {num_types} (background included): set tooth_types to the scheme it was trained with"
+                )
+            if self.numbering == "learned":  # every tooth pixel votes for its most likely FDI class
+                votes = (type_logits[:, 1:].argmax(dim=1) + 1).to(torch.uint8).cpu().numpy()
             results = postprocess_outputs(
                 {k: out[k] for k in FULL_RESOLUTION_OUTPUTS},
                 params=self.watershed,
                 with_contours=False,
                 sem_min_size=self.sem_min_size,
             )
-            for r in results:
+            for k, r in enumerate(results):
                 sem.append(r.sem_map)
                 inst.append(r.inst_map)
-                typ.append(r.type_map)
+                if self.numbering == "learned":
+                    typ.append(np.where(r.inst_map > 0, votes[k], 0).astype(np.uint8))
+                else:
+                    typ.append(r.type_map if to_jaw is None else to_jaw[r.type_map])
         pred = assemble_dental_prediction(
             np.stack(sem),
             np.stack(inst),
@@ -269,6 +309,7 @@ class VolumeSliceInferer(Inferer):
             geometry,
             affine,
             min_tooth_voxels=self.min_tooth_voxels,
+            numbering=self.numbering,
             **self.link,
         )
         combined = combined_toothfairy2(pred.semantic, pred.teeth)
@@ -288,11 +329,25 @@ class VolumeSliceInferer(Inferer):
 
 class DentalInferenceWriter:
     """Write every volume an inference evaluator segments: NIfTI volumes with the input's exact affine and header,
-    a JSON summary per structure and a PNG montage (:func:`coseg.dental.outputs.write_dental_outputs`)."""
+    a JSON summary per structure and a PNG montage (:func:`coseg.dental.outputs.write_dental_outputs`).
 
-    def __init__(self, output_dir: str | os.PathLike, *, window: Sequence[float] = (-1000.0, 4000.0)) -> None:
+    Args:
+        output_dir: where the files go.
+        window: intensity window of the montage.
+        numbering: how the inferer numbered the teeth (``"learned"`` / ``"heuristic"``; the inferer's
+            ``numbering``), recorded in each summary.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        *,
+        window: Sequence[float] = (-1000.0, 4000.0),
+        numbering: str = "heuristic",
+    ) -> None:
         self.output_dir = os.fspath(output_dir)
         self.window = tuple(window)
+        self.numbering = numbering
         self.written: list[dict[str, Path]] = []
 
     def attach(self, engine: Engine) -> None:
@@ -313,6 +368,7 @@ class DentalInferenceWriter:
                 semantic=as_volume(item["semantic"]).astype(np.uint8),
                 teeth=as_volume(item["teeth"]).astype(np.uint16),
                 tooth_types=unpack_tooth_types(item["tooth_types"]),
+                numbering=self.numbering,
             )
             paths = write_dental_outputs(self.output_dir, prediction, reference, window=self.window)
             self.written.append(paths)

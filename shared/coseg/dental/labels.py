@@ -13,7 +13,10 @@ this module maps labels BY NAME, never by id:
 
 - semantic classes (:data:`SEMANTIC_CLASSES`): 0 background, 1 lower jawbone, 2 upper jawbone, 3 pharynx;
 - instances: one per tooth, the instance id is the tooth's FDI number (11-18, 21-28, 31-38, 41-48);
-- instance types (:data:`INSTANCE_TYPES`): 0 background, 1 upper teeth (FDI 1x, 2x), 2 lower teeth (3x, 4x).
+- instance types, in one of two schemes (:data:`TOOTH_TYPE_SCHEMES`): ``"jaw"`` (:data:`INSTANCE_TYPES`, the
+  paper's setting): 0 background, 1 upper teeth (FDI 1x, 2x), 2 lower teeth (3x, 4x); ``"fdi"``
+  (:data:`FDI_INSTANCE_TYPES`): 0 background and one class per FDI number, ``k`` = ``FDI_TEETH[k - 1]`` (1 = tooth
+  11 ... 32 = tooth 48). Both are functions of the FDI number (:func:`tooth_type_lut`, the one definition).
 
 Tooth voxels carry semantic class 0: teeth are the instance task's objects, the regions are the jawbones and
 the pharynx. Every other structure (canals, sinuses, bridges, crowns, implants, placeholders) goes to the
@@ -38,6 +41,13 @@ from coseg.errors import InputFileError
 
 __all__ = [
     "FDI_TEETH",
+    "FDI_INSTANCE_TYPES",
+    "TOOTH_TYPE_SCHEMES",
+    "tooth_type_names",
+    "tooth_type_lut",
+    "fdi_class_lut",
+    "mirror_fdi",
+    "mirror_type_lut",
     "TOOTHFAIRY2_LABELS",
     "SEMANTIC_CLASSES",
     "INSTANCE_TYPES",
@@ -52,9 +62,6 @@ __all__ = [
     "read_dataset_json",
     "build_label_map",
 ]
-
-logger = logging.getLogger(__name__)
-
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +114,12 @@ SEMANTIC_CLASSES: dict[int, str] = {0: "background", 1: "lower jawbone", 2: "upp
 
 #: Co-Seg++ instance (object) types for dental CBCT.
 INSTANCE_TYPES: dict[int, str] = {0: "background", 1: "upper teeth", 2: "lower teeth"}
+
+#: Co-Seg++ instance types of the ``"fdi"`` scheme: one class per FDI number, in :data:`FDI_TEETH` order.
+FDI_INSTANCE_TYPES: dict[int, str] = {0: "background", **{k: f"tooth {fdi}" for k, fdi in enumerate(FDI_TEETH, 1)}}
+
+#: The tooth type schemes: ``"jaw"`` (upper / lower teeth, the paper's) and ``"fdi"`` (one type per FDI number).
+TOOTH_TYPE_SCHEMES: tuple[str, ...] = ("jaw", "fdi")
 
 #: ToothFairy2 id of each semantic class (for writing predictions in ToothFairy2 ids).
 TOOTHFAIRY2_REGION_IDS: dict[int, int] = {1: 1, 2: 2, 3: 7}
@@ -221,6 +234,95 @@ def fdi_type(fdi: int) -> int:
     if int(fdi) not in FDI_TEETH:
         raise ValueError(f"{fdi} is not a permanent-tooth FDI number")
     return 1 if int(fdi) // 10 in (1, 2) else 2
+
+
+def _check_scheme(tooth_types: str) -> str:
+    if tooth_types not in TOOTH_TYPE_SCHEMES:
+        raise ValueError(f"tooth_types must be one of {TOOTH_TYPE_SCHEMES}, got {tooth_types!r}")
+    return tooth_types
+
+
+def tooth_type_names(tooth_types: str) -> dict[int, str]:
+    """The instance type names of a scheme (the bundles' ``inst_types``).
+
+    Args:
+        tooth_types: ``"jaw"`` or ``"fdi"``.
+
+    Returns:
+        :data:`INSTANCE_TYPES` or :data:`FDI_INSTANCE_TYPES` (a copy).
+
+    Raises:
+        ValueError: an unknown scheme.
+    """
+    return dict(INSTANCE_TYPES if _check_scheme(tooth_types) == "jaw" else FDI_INSTANCE_TYPES)
+
+
+def tooth_type_lut(tooth_types: str) -> np.ndarray:
+    """Look-up table from an FDI number to its instance type in a scheme: THE definition of both schemes.
+
+    Args:
+        tooth_types: ``"jaw"`` (1 upper, 2 lower) or ``"fdi"`` (``k`` for ``FDI_TEETH[k - 1]``).
+
+    Returns:
+        ``(49,)`` uint8, index = FDI number (0 and non-teeth map to 0).
+
+    Raises:
+        ValueError: an unknown scheme.
+    """
+    scheme = _check_scheme(tooth_types)
+    lut = np.zeros(max(FDI_TEETH) + 1, dtype=np.uint8)
+    for k, fdi in enumerate(FDI_TEETH, start=1):
+        lut[fdi] = fdi_type(fdi) if scheme == "jaw" else k
+    return lut
+
+
+def fdi_class_lut(tooth_types: str) -> np.ndarray:
+    """Look-up table from an ``"fdi"`` type class (0..32) to the type of a scheme (identity for ``"fdi"``).
+
+    Args:
+        tooth_types: the target scheme.
+
+    Returns:
+        ``(33,)`` uint8.
+
+    Raises:
+        ValueError: an unknown scheme.
+    """
+    return tooth_type_lut(tooth_types)[np.array((0, *FDI_TEETH))]
+
+
+def mirror_fdi(fdi: int) -> int:
+    """The FDI number of the same tooth on the other side (a left-right mirror): 1x <-> 2x, 3x <-> 4x.
+
+    Raises:
+        ValueError: if ``fdi`` is not in :data:`FDI_TEETH`.
+    """
+    if int(fdi) not in FDI_TEETH:
+        raise ValueError(f"{fdi} is not a permanent-tooth FDI number")
+    quadrant, tooth = divmod(int(fdi), 10)
+    return 10 * {1: 2, 2: 1, 3: 4, 4: 3}[quadrant] + tooth
+
+
+def mirror_type_lut(tooth_types: str) -> np.ndarray:
+    """Look-up table of instance types under a left-right mirror: identity for ``"jaw"``, 1x <-> 2x and 3x <-> 4x
+    for ``"fdi"``.
+
+    Args:
+        tooth_types: the scheme.
+
+    Returns:
+        ``(T,)`` uint8, ``T`` = number of types of the scheme, background included.
+
+    Raises:
+        ValueError: an unknown scheme.
+    """
+    names = tooth_type_names(tooth_types)
+    lut = np.arange(len(names), dtype=np.uint8)
+    if tooth_types == "fdi":
+        to_type = tooth_type_lut("fdi")
+        for k, fdi in enumerate(FDI_TEETH, start=1):
+            lut[k] = to_type[mirror_fdi(fdi)]
+    return lut
 
 
 @dataclass(frozen=True)
@@ -340,23 +442,25 @@ class CbctLabelMap:
         return {self.names[i]: _target_to_json(self.targets[i]) for i in sorted(self.names)}
 
     def apply(
-        self, label: np.ndarray, *, path: str | os.PathLike | None = None
+        self, label: np.ndarray, *, path: str | os.PathLike | None = None, tooth_types: str = "jaw"
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Map a source label volume to the three Co-Seg++ label volumes.
 
         Args:
             label: ``(I, J, K)`` (or any shape) non-negative integer source labels.
             path: the label file, named in the error when the volume holds an id the map does not know.
+            tooth_types: the scheme of the returned types (:data:`TOOTH_TYPE_SCHEMES`).
 
         Returns:
             ``(sem, inst, type)`` of the input's shape: ``sem`` uint8 semantic classes
             (:data:`SEMANTIC_CLASSES`), ``inst`` uint16 tooth instances (id = FDI number), ``type`` uint8
-            instance types (:data:`INSTANCE_TYPES`).
+            instance types of the scheme (:func:`tooth_type_lut` of ``inst``).
 
         Raises:
             InputFileError: if the volume holds ids that the ``dataset.json`` does not list.
-            ValueError: if ``label`` is not a non-negative integer array.
+            ValueError: if ``label`` is not a non-negative integer array, or an unknown scheme.
         """
+        type_lut = tooth_type_lut(tooth_types)
         label = np.asarray(label)
         if not np.issubdtype(label.dtype, np.integer):
             raise ValueError(f"label volume must be an integer array, got {label.dtype}")
@@ -376,9 +480,6 @@ class CbctLabelMap:
         attach = [i for i, t in self.targets.items() if t.kind == "attach" and i < len(counts) and counts[i] > 0]
         for source_id in attach:
             _attach_to_teeth(label == source_id, inst)
-        type_lut = np.zeros(max(FDI_TEETH) + 1, dtype=np.uint8)
-        for fdi in FDI_TEETH:
-            type_lut[fdi] = fdi_type(fdi)
         return sem, inst, type_lut[inst]
 
 

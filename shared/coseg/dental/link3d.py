@@ -56,6 +56,7 @@ def link_instances_3d(
     max_gap: int = 1,
     merge_young: int = 2,
     min_voxels: int = 0,
+    groups: np.ndarray | None = None,
 ) -> LinkedInstances:
     """Give each object one id in 3D by linking per-slice instances across neighbouring slices.
 
@@ -73,6 +74,14 @@ def link_instances_3d(
       instance in this slice), the instance's pixels are split between them by the nearest reference pixel, so
       the teeth stay two.
 
+    Objects of different jaws never link: a slice instance whose pixels are mostly of one type group (``groups`` of
+    ``type_slices``: by default the types themselves, upper 1 / lower 2) does not join an *established* object
+    (at least ``merge_young`` slices old) whose voxels so far are mostly of another group. Upper and lower teeth
+    stand on each other along the axial axis (in occlusion, or when the network bleeds a crown into the occlusal
+    gap), and overlap alone would link each upper tooth to the lower tooth under it, one 3D tooth whose majority
+    type erases the other jaw's tooth. A young object (a tooth's first slices, where a mistyped slice is common)
+    still links.
+
     Every 3D object gets the majority type of its voxels (``type_slices``, 0 ignored). Objects with fewer
     than ``min_voxels`` voxels are removed and the rest renumbered 1..n in order of first appearance.
 
@@ -83,6 +92,9 @@ def link_instances_3d(
         max_gap: number of empty slices an object may skip, >= 0.
         merge_young: age (slices) below which objects meeting in one instance are merged, >= 1.
         min_voxels: smallest 3D object kept, >= 0.
+        groups: look-up table from a type value to its linking group (0: no group), e.g.
+            :func:`coseg.dental.labels.fdi_class_lut` ``("jaw")`` for FDI classes; ``None``: the types themselves.
+            Without ``type_slices`` nothing is grouped.
 
     Returns:
         :class:`LinkedInstances`.
@@ -99,6 +111,15 @@ def link_instances_3d(
             raise ValueError(f"type_slices must be an integer array of shape {inst.shape}")
         if type_slices.size and type_slices.min() < 0:
             raise ValueError("type_slices must be >= 0")
+        top = int(type_slices.max(initial=0))
+        if groups is None:
+            group_lut = np.arange(top + 1, dtype=np.int64)
+        else:
+            group_lut = np.asarray(groups).astype(np.int64)
+            if group_lut.ndim != 1 or len(group_lut) <= top or (group_lut.size and group_lut.min() < 0):
+                raise ValueError(f"groups must be a 1D look-up table of >= {top + 1} non-negative entries")
+    elif groups is not None:
+        raise ValueError("groups needs type_slices")
     if not 0.0 < float(min_overlap) <= 1.0:
         raise ValueError(f"min_overlap must lie in (0, 1], got {min_overlap}")
     for name, value, low in (("max_gap", max_gap, 0), ("merge_young", merge_young, 1), ("min_voxels", min_voxels, 0)):
@@ -108,6 +129,27 @@ def link_instances_3d(
     depth = inst.shape[0]
     tracks = np.zeros(inst.shape, dtype=np.int32)
     uf = _UnionFind()
+    n_groups = int(group_lut.max(initial=0)) + 1 if type_slices is not None else 1
+    votes: list[np.ndarray] = [np.zeros(n_groups, dtype=np.int64)]  # per union-find id: pixels of each group
+
+    def new_track(birth: int) -> int:
+        votes.append(np.zeros(n_groups, dtype=np.int64))
+        return uf.add(birth)
+
+    def union(keep: int, other: int) -> int:
+        keep, other = uf.find(keep), uf.find(other)
+        root = uf.union(keep, other)
+        if keep != other:
+            votes[root] = votes[keep] + votes[other]
+        return root
+
+    def group_of(counts: np.ndarray) -> int:
+        counts = counts[1:]
+        if not counts.any():
+            return 0
+        best = int(np.argmax(counts))
+        return best + 1 if (counts == counts[best]).sum() == 1 else 0
+
     for z in range(depth):
         cur = inst[z]
         fg = cur > 0
@@ -123,6 +165,10 @@ def link_instances_3d(
         local = np.zeros(cur.shape, dtype=np.int64)
         local[fg] = compact.ravel() + 1
         n_local = len(ids)
+        group_z = group_lut[type_slices[z]] if type_slices is not None else np.zeros(cur.shape, dtype=np.int64)
+        local_votes = np.bincount(local[fg] * n_groups + group_z[fg], minlength=(n_local + 1) * n_groups).reshape(
+            n_local + 1, n_groups
+        )
         area_local = np.bincount(local.ravel(), minlength=n_local + 1)
         area_ref = np.bincount(ref.ravel(), minlength=len(root_of))
         both = fg & (ref > 0)
@@ -131,13 +177,16 @@ def link_instances_3d(
         for key, count in zip(pair_keys.tolist(), overlap.tolist()):
             c, t = divmod(key, len(root_of))
             if count / min(area_local[c], area_ref[t]) >= min_overlap:
+                g_c, g_t = group_of(local_votes[c]), group_of(votes[t])
+                if g_c and g_t and g_c != g_t and z - uf.birth[t] >= merge_young:
+                    continue  # another jaw's established tooth
                 candidates.setdefault(c, []).append((t, count))
         assign = np.zeros(n_local + 1, dtype=np.int64)
         splits: list[tuple[int, list[int]]] = []
         for c in range(1, n_local + 1):
             links = candidates.get(c, [])
             if not links:
-                assign[c] = uf.add(z)
+                assign[c] = new_track(z)
                 continue
             if len(links) == 1:
                 assign[c] = uf.find(links[0][0])
@@ -147,19 +196,31 @@ def link_instances_3d(
                 oldest = min((t for t, _ in links), key=lambda t: uf.birth[uf.find(t)])
                 keep = established[0] if established else oldest
                 for t, _ in links:
-                    keep = uf.union(keep, t)
+                    keep = union(keep, t)
                 assign[c] = keep
                 continue
             best = max(((t, n) for t, n in links if t in established), key=lambda p: p[1])[0]
             for t, _ in links:
                 if t not in established:
-                    uf.union(best, t)
+                    union(best, t)
             splits.append((c, established))
         labels_z = assign[local]
         for c, established in splits:
             labels_z[local == c] = _split_by_nearest(local == c, ref, [uf.find(t) for t in established], uf)
         tracks[z] = labels_z
+        if type_slices is not None:
+            roots_z = uf.roots()[labels_z]
+            for root, g, count in _pair_counts(roots_z[fg], group_z[fg]):
+                votes[root][g] += count
     return _finish_linking(tracks, uf, type_slices, min_voxels)
+
+
+def _pair_counts(a: np.ndarray, b: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(a value, b value, count)`` of every pair that occurs in the equal-length arrays ``a`` and ``b``."""
+    if not a.size:
+        return []
+    pairs, counts = np.unique(np.stack([a, b]), axis=1, return_counts=True)
+    return [(int(x), int(y), int(n)) for (x, y), n in zip(pairs.T, counts)]
 
 
 def _split_by_nearest(mask: np.ndarray, ref: np.ndarray, owners: list[int], uf: _UnionFind) -> np.ndarray:

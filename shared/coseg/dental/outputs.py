@@ -216,7 +216,7 @@ def write_dental_outputs(
     semantic = _check_on_grid(prediction.semantic, reference)
     teeth = _check_on_grid(prediction.teeth, reference)
     combined = combined_toothfairy2(semantic, teeth)
-    summary = structure_summary(semantic, teeth, reference.affine)
+    summary = structure_summary(semantic, teeth, reference.affine, numbering=prediction.numbering)
     summary["tooth_types"] = {str(k): v for k, v in sorted(prediction.tooth_types.items())}
     payload: dict[str, Any] = {
         "semantic": _nifti_image(semantic, reference),

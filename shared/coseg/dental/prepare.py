@@ -12,9 +12,15 @@ Output (the layout of :mod:`coseg.histo.prepare`)::
     DIR/images/<case>_<axis>_<slice>.png       RGB uint8 (windowed scan; channels: repeat or adjacent slices)
     DIR/labels_sem/<...>.png                   uint8: 0 background, 1 lower jawbone, 2 upper jawbone, 3 pharynx
     DIR/labels_inst/<...>.png                  uint16: tooth instances, id = FDI number
-    DIR/labels_type/<...>.png                  uint8: 0 background, 1 upper teeth, 2 lower teeth
-    DIR/dataset.json                           class names, label mapping, slicing settings
+    DIR/labels_type/<...>.png                  uint8: tooth types, "fdi" scheme: 0 background, k = FDI_TEETH[k - 1]
+    DIR/dataset.json                           class names, tooth type scheme, label mapping, slicing settings
     DIR/datalist.json                          {"training", "validation", "test": [items], "cases": {...}}
+
+Tooth types are written in the ``"fdi"`` scheme (one class per FDI number,
+:data:`coseg.dental.labels.FDI_INSTANCE_TYPES`), which holds everything: a bundle that types teeth by jaw
+(``tooth_types: "jaw"``) maps them on load (:class:`coseg.dental.transforms.ToothTypesd`). ``dataset.json`` records
+the scheme (``"tooth_types": "fdi"``) and its ``instance_types``, which the bundle checks
+(:func:`coseg.dental.transforms.check_tooth_types`).
 
 Slices follow :class:`coseg.dental.geometry.SliceGeometry` (anatomical axis from the affine; resize keeping the
 physical aspect ratio, then pad to a square); ``datalist.json`` stores each case's geometry under ``cases``
@@ -45,13 +51,16 @@ from tqdm import tqdm
 
 from coseg.data.split import empty_subsets, split_groups
 from coseg.dental.geometry import SLICE_AXES, make_model_slices, slice_geometry
-from coseg.dental.labels import INSTANCE_TYPES, SEMANTIC_CLASSES, CbctLabelMap, build_label_map
+from coseg.dental.labels import INSTANCE_TYPES, SEMANTIC_CLASSES, CbctLabelMap, build_label_map, tooth_type_names
 from coseg.dental.outputs import write_png
 from coseg.dental.volumes import CbctCase, find_toothfairy2_cases, read_case
 from coseg.errors import InputFileError, install_excepthook
 from coseg.io import StagedDir, write_json
 
-__all__ = ["prepare_cbct", "main"]
+__all__ = ["prepare_cbct", "main", "DATASET_TOOTH_TYPES"]
+
+#: The tooth type scheme of the ``labels_type`` slices that :func:`prepare_cbct` writes.
+DATASET_TOOTH_TYPES = "fdi"
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +79,7 @@ def _slices_of_case(
     skip_empty: bool,
 ) -> tuple[list[dict[str, Any]], dict[str, Any], Counter]:
     image, label = read_case(case)
-    sem, inst, types = label_map.apply(label.array, path=label.path)
+    sem, inst, types = label_map.apply(label.array, path=label.path, tooth_types=DATASET_TOOTH_TYPES)
     del label
     geometry = slice_geometry(image.array.shape, image.affine, axis=axis, size=size)
     sem_m = geometry.to_model(sem, kind="label")
@@ -231,7 +240,8 @@ def prepare_cbct(
         }
         dataset = {
             "semantic_classes": {str(k): v for k, v in SEMANTIC_CLASSES.items()},
-            "instance_types": {str(k): v for k, v in INSTANCE_TYPES.items()},
+            "tooth_types": DATASET_TOOTH_TYPES,
+            "instance_types": {str(k): v for k, v in tooth_type_names(DATASET_TOOTH_TYPES).items()},
             "format": "toothfairy2",
             "source": os.fspath(input_dir),
             "label_kinds": ["sem", "inst", "type"],

@@ -28,7 +28,7 @@ from scipy import ndimage
 
 from coseg.dental.labels import FDI_TEETH, TOOTH_WIDTHS_MM, TOOTHFAIRY2_LABELS
 
-__all__ = ["Phantom", "make_phantom", "write_toothfairy2_like", "phantom_affine"]
+__all__ = ["Phantom", "make_phantom", "write_toothfairy2_like", "phantom_affine", "restore_phantom"]
 
 _LOWER_JAW, _UPPER_JAW = 1, 2
 _CANAL = {"left": 3, "right": 4}
@@ -412,6 +412,42 @@ def _draw_implant(
     sub_hu[screw] = _HU_IMPLANT
 
 
+def restore_phantom(
+    phantom: Phantom, *, axis_order: Sequence[int] = (0, 1, 2), flip_axes: Sequence[bool] = (False, False, False)
+) -> Phantom:
+    """The same phantom stored another way: array axes permuted and reversed, the affine changed to match, so
+    every voxel keeps its place in the patient (a scan saved with a permuted or flipped direction matrix).
+
+    Args:
+        phantom: the phantom.
+        axis_order: new array axis ``i`` is old axis ``axis_order[i]`` (a permutation of 0, 1, 2).
+        flip_axes: per new axis, whether its index order is reversed.
+
+    Returns:
+        the re-stored :class:`Phantom`.
+
+    Raises:
+        ValueError: ``axis_order`` is not a permutation of 0, 1, 2 or ``flip_axes`` not 3 flags.
+    """
+    order = [int(a) for a in axis_order]
+    if sorted(order) != [0, 1, 2] or len(flip_axes) != 3:
+        raise ValueError(f"axis_order must permute (0, 1, 2) and flip_axes hold 3 flags, got {axis_order}, {flip_axes}")
+    shape = [phantom.image.shape[a] for a in order]
+    index_map = np.zeros((4, 4))  # new voxel index (homogeneous) -> old voxel index
+    index_map[3, 3] = 1.0
+    image, label = phantom.image.transpose(order), phantom.label.transpose(order)
+    for new_axis, old_axis in enumerate(order):
+        if flip_axes[new_axis]:
+            image, label = np.flip(image, new_axis), np.flip(label, new_axis)
+            index_map[old_axis, new_axis] = -1.0
+            index_map[old_axis, 3] = shape[new_axis] - 1
+        else:
+            index_map[old_axis, new_axis] = 1.0
+    return Phantom(
+        image=np.ascontiguousarray(image), label=np.ascontiguousarray(label), affine=phantom.affine @ index_map
+    )
+
+
 def _write_volume(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
     """Write a ``(D, H, W)`` phantom array in ITK index order ``(W, H, D)`` as ``.mha`` or ``.nii.gz``."""
     if path.name.endswith(".nii.gz"):
@@ -441,6 +477,8 @@ def write_toothfairy2_like(
     reindex: bool = False,
     *,
     spacing: Sequence[float] = (0.3, 0.3, 0.3),
+    axis_order: Sequence[int] = (0, 1, 2),
+    flip_axes: Sequence[bool] = (False, False, False),
 ) -> Path:
     """Write phantoms in ToothFairy2's nnU-Net raw layout.
 
@@ -457,6 +495,8 @@ def write_toothfairy2_like(
         fmt: ``"mha"`` or ``"nii.gz"``.
         reindex: permute the label ids.
         spacing: voxel size in mm.
+        axis_order, flip_axes: store every phantom with permuted / reversed array axes and the affine to match
+            (:func:`restore_phantom`): the same patients with other direction matrices.
 
     Returns:
         ``out_dir`` as a :class:`~pathlib.Path`.
@@ -479,7 +519,7 @@ def write_toothfairy2_like(
         names = {name: int(lut[i]) for name, i in names.items()}
     for i in range(num_cases):
         case = f"ToothFairy2F_{i + 1:03d}"
-        phantom = make_phantom(shape, spacing, seed + i)
+        phantom = restore_phantom(make_phantom(shape, spacing, seed + i), axis_order=axis_order, flip_axes=flip_axes)
         _write_volume(out / "imagesTr" / f"{case}_0000.{fmt}", phantom.image, phantom.affine)
         _write_volume(out / "labelsTr" / f"{case}.{fmt}", lut[phantom.label], phantom.affine)
     dataset = {

@@ -11,7 +11,8 @@ shared by both sources:
   (:func:`coseg.dental.geometry.make_model_slices`); images and labels are bit-equal to the PNGs ``prepare`` writes
   for the same volume and settings;
 - the same item layout: ``image`` ``(3, size, size)`` float32 in ``[0, 255]``, ``label_sem`` / ``label_inst`` /
-  ``label_type`` ``(1, size, size)`` float32 (semantic class, tooth FDI number, tooth type) as
+  ``label_type`` ``(1, size, size)`` float32 (semantic class, tooth FDI number, tooth type in the bundle's
+  ``tooth_types`` scheme, as :class:`coseg.dental.ToothTypesd` makes it from the prepared ``"fdi"`` slices) as
   :class:`monai.data.MetaTensor`, plus ``group``, ``case`` and ``slice`` as in ``datalist.json``.
 
 Memory stays bounded by a few volumes: the dataset keeps at most ``cache_volumes`` decoded volumes per process (an
@@ -43,7 +44,7 @@ from monai.transforms import apply_transform
 from torch.utils.data import Dataset, RandomSampler, Sampler, SequentialSampler
 
 from coseg.dental.geometry import SLICE_AXES, SliceGeometry, make_model_slices, slice_geometry
-from coseg.dental.labels import FDI_TEETH, TOOTHFAIRY2_LABELS, CbctLabelMap, build_label_map, fdi_type
+from coseg.dental.labels import TOOTHFAIRY2_LABELS, CbctLabelMap, build_label_map, tooth_type_lut
 from coseg.dental.volumes import VOLUME_SUFFIXES, CbctCase, read_case
 from coseg.errors import InputFileError
 
@@ -60,10 +61,6 @@ logger = logging.getLogger(__name__)
 
 #: label keys of a prepared slice item (``coseg.dental.prepare``'s ``datalist.json``)
 SLICE_LABEL_KEYS: tuple[str, str, str] = ("label_sem", "label_inst", "label_type")
-
-_TYPE_LUT = np.zeros(max(FDI_TEETH) + 1, dtype=np.uint8)
-for _fdi in FDI_TEETH:
-    _TYPE_LUT[_fdi] = fdi_type(_fdi)
 
 
 def datalist_source(data: Sequence[Mapping[str, Any]]) -> Literal["slices", "volumes"]:
@@ -148,6 +145,8 @@ class VolumeSliceDataset(Dataset):
         labels: label names of the label volumes: a ``dataset.json`` path or ``{id: name}``; ``None`` means the
             public ToothFairy2 names (:data:`coseg.dental.labels.TOOTHFAIRY2_LABELS`), the ids MONAI Label holds.
         cache_volumes: decoded volumes kept per process (>= 1).
+        tooth_types: the scheme of ``label_type`` (:data:`coseg.dental.labels.TOOTH_TYPE_SCHEMES`): ``"jaw"``
+            (upper / lower) or ``"fdi"`` (one type per FDI number).
 
     Raises:
         InputFileError: a volume that cannot be read or checked, a label volume off its image's grid, or label ids
@@ -167,6 +166,7 @@ class VolumeSliceDataset(Dataset):
         empty_fraction: float = 1.0,
         labels: str | os.PathLike | Mapping[int, str] | None = None,
         cache_volumes: int = 2,
+        tooth_types: str = "jaw",
     ) -> None:
         if axis not in SLICE_AXES:
             raise ValueError(f"axis must be one of {sorted(SLICE_AXES)}, got {axis!r}")
@@ -181,6 +181,7 @@ class VolumeSliceDataset(Dataset):
         if datalist_source(data) != "volumes" or not data:
             raise ValueError("VolumeSliceDataset needs a non-empty list of {image, label} volume pairs")
         self.transform = transform
+        self.type_lut = tooth_type_lut(tooth_types)
         self.axis, self.size, self.channels = axis, int(size), channels
         self.window = (float(window[0]), float(window[1]))
         self.empty_fraction = float(empty_fraction)
@@ -264,7 +265,7 @@ class VolumeSliceDataset(Dataset):
         # a name like prepare's PNGs (overlays are named after it); the volume itself is under "source"
         filename = os.fspath(indexed.case.image.parent / name)
         out: dict[str, Any] = {"image": _meta_tensor(image[0].transpose(2, 0, 1), filename, -1, indexed.case.image)}
-        for key, value in zip(SLICE_LABEL_KEYS, (sem, inst, _TYPE_LUT[inst])):
+        for key, value in zip(SLICE_LABEL_KEYS, (sem, inst, self.type_lut[inst])):
             out[key] = _meta_tensor(value[None], filename, float("nan"), indexed.case.label)
         out.update({"group": indexed.case.case_id, "case": indexed.case.case_id, "slice": n})
         return out
@@ -380,6 +381,7 @@ def cbct_slice_dataset(
     empty_fraction: float = 1.0,
     labels: str | os.PathLike | Mapping[int, str] | None = None,
     cache_volumes: int = 2,
+    tooth_types: str = "jaw",
 ) -> Dataset:
     """The training (or validation) dataset of the CBCT bundle for either kind of datalist.
 
@@ -390,7 +392,8 @@ def cbct_slice_dataset(
         volume_transform: for volume pairs, the chain after loading (the slices come out of the dataset as
             ``LoadImaged`` would yield them).
         cache_rate, num_workers: of the :class:`monai.data.CacheDataset` of slice items.
-        axis, size, window, channels, empty_fraction, labels, cache_volumes: of the :class:`VolumeSliceDataset`.
+        axis, size, window, channels, empty_fraction, labels, cache_volumes, tooth_types: of the
+            :class:`VolumeSliceDataset`.
 
     Returns:
         a :class:`monai.data.CacheDataset` over slice items, or a :class:`VolumeSliceDataset`.
@@ -412,6 +415,7 @@ def cbct_slice_dataset(
         empty_fraction=empty_fraction,
         labels=labels,
         cache_volumes=cache_volumes,
+        tooth_types=tooth_types,
     )
 
 

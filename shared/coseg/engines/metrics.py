@@ -35,6 +35,7 @@ def validation_metrics(
     reduction: str = "per_image_mean",
     part: str = "all",
     key: str = "mpq",
+    per_type: bool | None = None,
 ) -> dict[str, IgniteMetricHandler]:
     """Dice, mIoU and HD per region class; F1, AJI and PQ per object type; their means.
 
@@ -54,6 +55,8 @@ def validation_metrics(
         part: ``"key"`` (only the key metric, for ``key_val_metric``), ``"additional"`` (all but the key metric,
             for ``additional_metrics``) or ``"all"``.
         key: the key metric's name without prefix (default ``"mpq"``, the mean panoptic quality of the objects).
+        per_type: add the per-type instance entries (default: as ``per_class``); off for many types (32 FDI tooth
+            classes would add 96 metrics, each scoring every image again).
 
     Returns:
         ``{name: IgniteMetricHandler}``.
@@ -93,6 +96,7 @@ def validation_metrics(
         for k in range(1, ns):
             for metric in ("dice", "iou") + (("hd",) if hausdorff else ()):
                 sem(f"sem_{metric_slug(sems[k])}_{metric}", metric, k)
+    if per_class if per_type is None else per_type:
         for t in range(1, nt):
             for metric in ("f1", "aji", "pq"):
                 inst(f"inst_{metric_slug(types[t])}_{metric}", metric, t)

@@ -278,23 +278,7 @@ class CoSegPlusPlus(nn.Module):
         if name not in PRESETS:
             raise ValueError(f"unknown Co-Seg++ preset {name!r}; choose one of {sorted(PRESETS)}")
         cfg = copy.deepcopy(PRESETS[name])
-        given = {
-            "num_sem_classes": num_sem_classes,
-            "num_inst_types": num_inst_types,
-            "num_forwards": num_forwards,
-            "prompt_mode": prompt_mode,
-            "cross_task_attention": cross_task_attention,
-            "prompt_encoder": prompt_encoder,
-            "ssm_silu": ssm_silu,
-            "ssm_gate": ssm_gate,
-            "encoder": encoder,
-            "adapter_ratio": adapter_ratio,
-            "adapter_scale": adapter_scale,
-            "use_checkpoint": use_checkpoint,
-            "decoder": decoder,
-            "ssp": ssp,
-            "image_size": image_size,
-        }
+        given = _preset_arguments(locals())
         for key, value in given.items():
             if value is None:
                 continue
@@ -409,24 +393,7 @@ class CoSegPlusPlus(nn.Module):
                 names the file, each argument and both values).
             ValueError: an argument of the wrong type or value.
         """
-        given = {
-            "name": name,
-            "num_sem_classes": num_sem_classes,
-            "num_inst_types": num_inst_types,
-            "num_forwards": num_forwards,
-            "prompt_mode": prompt_mode,
-            "cross_task_attention": cross_task_attention,
-            "prompt_encoder": prompt_encoder,
-            "ssm_silu": ssm_silu,
-            "ssm_gate": ssm_gate,
-            "encoder": encoder,
-            "adapter_ratio": adapter_ratio,
-            "adapter_scale": adapter_scale,
-            "use_checkpoint": use_checkpoint,
-            "decoder": decoder,
-            "ssp": ssp,
-            "image_size": image_size,
-        }
+        given = {"name": name, **_preset_arguments(locals())}
         explicit = {k: v for k, v in given.items() if v is not None}
         p = os.fspath(path)
         if not os.path.exists(p):
@@ -620,3 +587,29 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 assert set(ENCODER_PRESETS) >= {PRESETS["paper"]["encoder"], PRESETS["tiny"]["encoder"]}
+
+
+#: the keyword arguments of :meth:`CoSegPlusPlus.from_preset` (and :meth:`~CoSegPlusPlus.from_saved`) that override
+#: a preset's value (``None``: keep the preset's)
+PRESET_ARGUMENTS = (
+    "num_sem_classes",
+    "num_inst_types",
+    "num_forwards",
+    "prompt_mode",
+    "cross_task_attention",
+    "prompt_encoder",
+    "ssm_silu",
+    "ssm_gate",
+    "encoder",
+    "adapter_ratio",
+    "adapter_scale",
+    "use_checkpoint",
+    "decoder",
+    "ssp",
+    "image_size",
+)
+
+
+def _preset_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The preset-overriding arguments out of a builder's ``locals()``."""
+    return {key: arguments[key] for key in PRESET_ARGUMENTS}
