@@ -44,6 +44,7 @@ from coseg.wsi.tiling import Placement, TilePlan
 __all__ = [
     "WorkerError",
     "WorkerPool",
+    "OrderedResults",
     "SharedArrays",
     "TileJob",
     "TaskStats",
@@ -210,7 +211,7 @@ class WorkerPool:
         items: Iterable[tuple[Any, ...]],
         *,
         describe: Callable[[Any], str] = lambda item: "a task",
-    ) -> Iterator[tuple[Any, TaskStats]]:
+    ) -> OrderedResults:
         """``fn(*item)`` for every item, in order, with at most :attr:`max_pending` in flight: the next item is
         drawn from ``items`` (e.g. the network's next tile) only when there is room.
 
@@ -219,27 +220,50 @@ class WorkerPool:
             items: argument tuples, drawn lazily.
             describe: names an item in error messages.
 
-        Yields:
-            ``(value, TaskStats)`` per item, in the order of ``items``.
+        Returns:
+            an iterator of ``(value, TaskStats)`` per item, in the order of ``items``; nothing is submitted before
+            it is first advanced or :meth:`OrderedResults.fill` is called.
 
         Raises:
-            WorkerError: a worker process died.
+            WorkerError: (when iterating) a worker process died.
         """
-        pending: deque[tuple[Future, Any]] = deque()
-        for item in items:
+        return OrderedResults(self, fn, items, describe)
+
+
+class OrderedResults(Iterator[tuple[Any, TaskStats]]):
+    """The results of :meth:`WorkerPool.imap`, in order; at most ``max_pending`` tasks in flight."""
+
+    def __init__(
+        self, pool: WorkerPool, fn: Callable[..., Any], items: Iterable[tuple[Any, ...]], describe: Callable[[Any], str]
+    ) -> None:
+        self.pool, self.fn, self.items, self.describe = pool, fn, iter(items), describe
+        self.pending: deque[tuple[Future, Any]] = deque()
+        self.exhausted = False
+
+    def fill(self) -> OrderedResults:
+        """Submit items until :attr:`WorkerPool.max_pending` are in flight (or none are left), without waiting: the
+        workers start while the caller does something else."""
+        pool = self.pool
+        while not self.exhausted and len(self.pending) < pool.max_pending:
+            item = next(self.items, None)
+            if item is None:
+                self.exhausted = True
+                break
             try:
-                future = self.submit(fn, *item)
+                future = pool.submit(self.fn, *item)
             except WorkerError as exc:  # the pool broke while earlier items were running
-                what = ", ".join(describe(done) for _, done in pending) or describe(item)
-                raise WorkerError(_died(f"one of {what}" if len(pending) > 1 else what)) from exc.__cause__
-            pending.append((future, item))
-            self.peak_pending = max(self.peak_pending, len(pending))
-            while pending and (len(pending) >= self.max_pending or pending[0][0].done()):
-                future, done = pending.popleft()
-                yield result(future, describe(done))
-        while pending:
-            future, done = pending.popleft()
-            yield result(future, describe(done))
+                what = ", ".join(self.describe(done) for _, done in self.pending) or self.describe(item)
+                raise WorkerError(_died(f"one of {what}" if len(self.pending) > 1 else what)) from exc.__cause__
+            self.pending.append((future, item))
+            pool.peak_pending = max(pool.peak_pending, len(self.pending))
+        return self
+
+    def __next__(self) -> tuple[Any, TaskStats]:
+        self.fill()
+        if not self.pending:
+            raise StopIteration
+        future, item = self.pending.popleft()
+        return result(future, self.describe(item))
 
 
 def result(future: Future, what: str = "a task") -> Any:
