@@ -327,8 +327,8 @@ def cpu_side(size: int, tile: int, workers: list[int], work: Path, repeat: int) 
     if gt is None:
         return {}
     encoded = encode(gt, True)
-    path = work / "cpu_side.png"
-    Image.fromarray(encoded).save(path)
+    path = work / "cpu_side.tif"  # tiled, as slides are (the overview is read from it)
+    tifffile.imwrite(path, encoded, tile=(256, 256), photometric="rgb")
     with torch.no_grad():
         outputs = ExactNet().eval()(normalise(encoded)[None])
     maps = reduce_outputs({k: v[0] for k, v in outputs.items()})

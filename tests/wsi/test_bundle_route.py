@@ -134,7 +134,7 @@ def test_command_line_and_torchrun_agree(inputs, checkpoint, tmp_path):
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     single = subprocess.run(
-        [sys.executable, "-m", "coseg.wsi", *args, "--output", str(tmp_path / "one")],
+        [sys.executable, "-m", "coseg.wsi", *args, "--workers", "2", "--output", str(tmp_path / "one")],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -147,7 +147,7 @@ def test_command_line_and_torchrun_agree(inputs, checkpoint, tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2"]
     torchrun += [f"--master_port={_free_port()}", "-m", "coseg.wsi"]
     double = subprocess.run(
-        [*torchrun, *args, "--output", str(tmp_path / "two")],
+        [*torchrun, *args, "--workers", "1", "--output", str(tmp_path / "two")],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -159,6 +159,7 @@ def test_command_line_and_torchrun_agree(inputs, checkpoint, tmp_path):
     one = json.loads((tmp_path / "one" / "big_summary.json").read_text(encoding="utf-8"))
     two = json.loads((tmp_path / "two" / "big_summary.json").read_text(encoding="utf-8"))
     assert one["tiles"] == two["tiles"] and two["tiles"]["grid"] == [3, 3]
+    assert one["timing"]["workers"] == 2 and two["timing"]["workers"] == 1  # worker processes in every rank
     np.testing.assert_array_equal(
         tifffile.imread(tmp_path / "one" / "big_inst.tif"), tifffile.imread(tmp_path / "two" / "big_inst.tif")
     )

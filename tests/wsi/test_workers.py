@@ -15,8 +15,9 @@ from coseg.wsi.workers import WorkerError, WorkerPool, default_workers
 from .test_run import _inferer
 
 
-class _ExitWhenUnpickled:
-    """Pickles fine; unpickling it ends the process at once, as a crash or the out-of-memory killer would."""
+class _ExitWhenUnpickled(tuple):
+    """A tile ``(row, col)`` that pickles fine; unpickling it ends the process at once, as a crash or the
+    out-of-memory killer would."""
 
     def __reduce__(self):
         return os._exit, (3,)
@@ -27,7 +28,7 @@ class _Poisoned(WholeSlideInferer):
 
     def _tile_maps(self, image, plan, tiles):
         for k, (tile, maps) in enumerate(super()._tile_maps(image, plan, tiles)):
-            yield tile, ({**maps, "poison": _ExitWhenUnpickled()} if k == 5 else maps)
+            yield (_ExitWhenUnpickled(tile) if k == 5 else tile), maps
 
 
 class _Misshapen(WholeSlideInferer):
@@ -128,3 +129,27 @@ def test_worker_settings():
         # errors come back through the future, also in-process
         with pytest.raises(ZeroDivisionError):
             pool.submit(divmod, 1, 0).result()
+
+
+def test_shared_arrays_round_trip_and_free_their_block():
+    import pickle
+    from multiprocessing import shared_memory
+
+    import numpy as np
+
+    from coseg.wsi.workers import SharedArrays
+
+    arrays = {"prob": np.linspace(0, 1, 35, dtype=np.float32).reshape(5, 7), "hv": np.ones((2, 5, 7)), "sem": None}
+    handle = SharedArrays(arrays)
+    other = pickle.loads(pickle.dumps(handle))  # as a worker receives it: the name and the layout
+    assert len(pickle.dumps(handle)) < 1000
+    back = other.arrays()
+    assert back["sem"] is None
+    for key in ("prob", "hv"):
+        np.testing.assert_array_equal(back[key], arrays[key])
+        assert back[key].dtype == arrays[key].dtype
+    del back
+    other.close()
+    handle.unlink()
+    with pytest.raises(FileNotFoundError):
+        shared_memory.SharedMemory(name=handle.name)

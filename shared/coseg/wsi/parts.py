@@ -143,31 +143,30 @@ class TileRecord:
 # ---- records --------------------------------------------------------------------------------------------------
 
 
+#: the sides of a core, in the order their lines are stored
+_SIDES = ("top", "bottom", "left", "right")
+
+
 def _pack_polygons(polygons: Sequence[list[Polygon]]) -> dict[str, np.ndarray]:
-    coords, ends, piece, poly = [], [], [], []
+    coords, index = [], []
     total = 0
     for k, polys in enumerate(polygons):
         for j, rings in enumerate(polys):
             for ring in rings:
                 coords.append(np.asarray(ring, np.float64))
                 total += len(ring)
-                ends.append(total)
-                piece.append(k)
-                poly.append(j)
+                index.append((total, k, j))
     return {
         "ring_xy": np.concatenate(coords) if coords else np.zeros((0, 2)),
-        "ring_end": np.asarray(ends, np.int64),
-        "ring_piece": np.asarray(piece, np.int64),
-        "ring_poly": np.asarray(poly, np.int64),
+        "ring_index": np.asarray(index, np.int64).reshape(-1, 3),  # end, piece, polygon of each ring
     }
 
 
 def _unpack_polygons(data: Mapping[str, np.ndarray], n: int) -> list[list[Polygon]]:
     out: list[list[Polygon]] = [[] for _ in range(n)]
-    # read each array once (an npz member is decompressed on every access)
-    coords, ends, pieces, polys = (np.asarray(data[k]) for k in ("ring_xy", "ring_end", "ring_piece", "ring_poly"))
+    coords = np.asarray(data["ring_xy"])  # read each member once (an npz member is decompressed on every access)
     start = 0
-    for end, k, j in zip(ends.tolist(), pieces.tolist(), polys.tolist()):
+    for end, k, j in np.asarray(data["ring_index"]).tolist():
         ring = coords[start:end]
         start = end
         if j == len(out[k]):
@@ -178,8 +177,6 @@ def _unpack_polygons(data: Mapping[str, np.ndarray], n: int) -> list[list[Polygo
 
 
 def _unpack_texts(data: Mapping[str, np.ndarray]) -> list[str]:
-    if "geom_text" not in data:
-        return []
     text = np.asarray(data["geom_text"]).tobytes()
     ends = np.asarray(data["geom_end"]).tolist()
     return [text[a:b].decode("utf-8") for a, b in zip([0, *ends[:-1]], ends)]
@@ -187,7 +184,7 @@ def _unpack_texts(data: Mapping[str, np.ndarray]) -> list[str]:
 
 def save_record(path: str | os.PathLike, record: TileRecord, *, band_height: int) -> None:
     """Write a tile record atomically (``.npz``; the label maps in bands of ``band_height`` rows, so that a writer
-    can read them band by band).
+    can read them band by band; the per-piece numbers in few arrays, which are quick to read).
 
     Args:
         path: the ``.npz`` file.
@@ -195,34 +192,42 @@ def save_record(path: str | os.PathLike, record: TileRecord, *, band_height: int
         band_height: rows per stored band of ``inst`` / ``sem``.
     """
     n = record.n
-    dtype = np.uint16 if n < 2**16 else np.uint32
+    k, c = record.votes.shape[1], record.sem_votes.shape[1]
+    lengths = [record.lines[side].shape[1] if side in record.lines else -1 for side in _SIDES]
     arrays: dict[str, np.ndarray] = {
-        "row": np.int64(record.row),
-        "col": np.int64(record.col),
-        "core": np.asarray(record.core, np.int64),
-        "area": record.area,
+        "meta": np.asarray([record.row, record.col, *record.core, k, c, n, *lengths], np.int64),
+        # per piece: area, bbox (4), border, votes (K), sem_votes (S)
+        "pieces": np.concatenate(
+            [
+                record.area.reshape(n, 1),
+                record.bbox.reshape(n, 4),
+                record.border.reshape(n, 1),
+                record.votes.reshape(n, k),
+                record.sem_votes.reshape(n, c),
+            ],
+            axis=1,
+            dtype=np.int64,
+        ),
         "sum_xy": record.sum_xy,
-        "bbox": record.bbox,
-        "votes": record.votes,
-        "sem_votes": record.sem_votes,
-        "border": record.border,
         "sem_pixels": record.sem_pixels,
         "sem_low": record.sem_low,
-        "sides": np.asarray(sorted(record.lines)),
-        **{f"line_{side}": value for side, value in record.lines.items()},
+        "lines": np.concatenate([record.lines[side] for side in _SIDES if side in record.lines], axis=1, dtype=np.int32)
+        if record.lines
+        else np.zeros((3, 0), np.int32),
         **_pack_polygons(record.polygons),
     }
+    dtype = np.uint16 if n < 2**16 else np.uint32
     for b, y in enumerate(range(0, record.inst.shape[0], band_height)):
         arrays[f"inst_{b}"] = record.inst[y : y + band_height].astype(dtype)
         arrays[f"sem_{b}"] = record.sem[y : y + band_height]
     keys = sorted(record.masks)
-    arrays["mask_id"] = np.asarray(keys, np.int64)
-    arrays["mask_box"] = np.asarray(
-        [(x0, y0, x0 + m.shape[1], y0 + m.shape[0]) for m, x0, y0 in (record.masks[k] for k in keys)], np.int64
-    ).reshape(-1, 4)
-    arrays["mask_bits"] = (
-        np.concatenate([record.masks[k][0].ravel() for k in keys]) if keys else np.zeros(0, bool)
-    ).astype(np.uint8)
+    arrays["mask_index"] = np.asarray(
+        [(key, x0, y0, x0 + m.shape[1], y0 + m.shape[0]) for key, (m, x0, y0) in ((j, record.masks[j]) for j in keys)],
+        np.int64,
+    ).reshape(-1, 5)
+    arrays["mask_bits"] = np.packbits(
+        np.concatenate([record.masks[j][0].ravel() for j in keys]) if keys else np.zeros(0, bool)
+    )
     texts = [t.encode("utf-8") for t in record.geometry]
     arrays["geom_text"] = np.frombuffer(b"".join(texts), dtype=np.uint8)
     arrays["geom_end"] = np.cumsum([len(t) for t in texts], dtype=np.int64)
@@ -255,16 +260,23 @@ def load_record(path: str | os.PathLike, *, maps: bool = True, geometry: bool = 
     Args:
         path: the ``.npz`` file.
         maps: also read the label maps (``inst``, ``sem``); without them the record holds empty maps.
-        geometry: also read the pieces' polygons and border masks (the merge needs neither).
+        geometry: also read the pieces' polygons, geometry texts and border masks (the merge needs none of them).
 
     Returns:
         the :class:`TileRecord`.
     """
     with np.load(path) as data:
-        core = Box(*(int(v) for v in data["core"]))
-        n = int(data["area"].shape[0])
+        meta = data["meta"].tolist()
+        row, col, core, k, c, n, lengths = meta[0], meta[1], Box(*meta[2:6]), meta[6], meta[7], meta[8], meta[9:13]
+        pieces = data["pieces"]
+        lines_all = data["lines"]
+        lines, start = {}, 0
+        for side, length in zip(_SIDES, lengths):
+            if length >= 0:
+                lines[side] = lines_all[:, start : start + length]
+                start += length
         if maps:
-            bands = sorted(int(k[5:]) for k in data.files if k.startswith("inst_"))
+            bands = sorted(int(key[5:]) for key in data.files if key.startswith("inst_"))
             inst = np.concatenate([data[f"inst_{b}"] for b in bands]).astype(np.int32)
             sem = np.concatenate([data[f"sem_{b}"] for b in bands])
         else:
@@ -272,27 +284,29 @@ def load_record(path: str | os.PathLike, *, maps: bool = True, geometry: bool = 
             sem = np.zeros((0, 0), np.uint8)
         masks = {}
         if geometry:
-            bits, start = data["mask_bits"].astype(bool), 0
-            for k, (x0, y0, x1, y1) in zip(data["mask_id"], data["mask_box"]):
-                size = int((y1 - y0) * (x1 - x0))
-                masks[int(k)] = (bits[start : start + size].reshape(int(y1 - y0), int(x1 - x0)), int(x0), int(y0))
+            index = data["mask_index"].tolist()
+            total = sum((y1 - y0) * (x1 - x0) for _, x0, y0, x1, y1 in index)
+            bits, start = np.unpackbits(data["mask_bits"], count=total).astype(bool), 0
+            for key, x0, y0, x1, y1 in index:
+                size = (y1 - y0) * (x1 - x0)
+                masks[key] = (bits[start : start + size].reshape(y1 - y0, x1 - x0), x0, y0)
                 start += size
         return TileRecord(
-            row=int(data["row"]),
-            col=int(data["col"]),
+            row=row,
+            col=col,
             core=core,
             inst=inst,
             sem=sem,
-            area=data["area"],
+            area=pieces[:, 0].copy(),
             sum_xy=data["sum_xy"],
-            bbox=data["bbox"],
-            votes=data["votes"],
-            sem_votes=data["sem_votes"],
-            border=data["border"],
+            bbox=pieces[:, 1:5].astype(np.int32),
+            votes=pieces[:, 6 : 6 + k].copy(),
+            sem_votes=pieces[:, 6 + k : 6 + k + c].copy(),
+            border=pieces[:, 5].astype(bool),
             polygons=_unpack_polygons(data, n) if geometry else [],
             geometry=_unpack_texts(data) if geometry else [],
             masks=masks,
-            lines={str(side): data[f"line_{side}"] for side in data["sides"]},
+            lines=lines,
             sem_pixels=data["sem_pixels"],
             sem_low=data["sem_low"],
         )

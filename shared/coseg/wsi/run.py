@@ -68,12 +68,21 @@ from coseg.wsi.settings import OutputSettings, ReadSettings, TileSettings, Windo
 from coseg.wsi.stream import WindowStream
 from coseg.wsi.tiling import Box, Placement, TilePlan, contiguous_runs, split_among_ranks
 from coseg.wsi.tissue import active_tiles, tissue_mask
-from coseg.wsi.workers import TaskStats, TileJob, WorkerPool, default_workers, finish_tile
+from coseg.wsi.workers import (
+    OrderedResults,
+    SharedArrays,
+    TaskStats,
+    TileJob,
+    WorkerPool,
+    default_workers,
+    finish_tile,
+)
 from coseg.wsi.workers import result as worker_result
 from coseg.wsi.writer import (
     LABEL_MAPS,
     FeatureJob,
     NucleusFeatures,
+    TileFeatures,
     draw_overlay,
     draw_rings,
     overview_rings,
@@ -557,12 +566,23 @@ class WholeSlideInferer:
             return work
         _, rank, _ = _dist()
         bar = tqdm(total=len(tiles), unit="tile", desc=label, disable=not self.progress or rank != 0, smoothing=0.1)
+        shared: dict[tuple[int, int], SharedArrays] = {}  # the maps in flight, in shared memory for the workers
+
+        def items() -> Iterator[tuple[Any, ...]]:
+            for tile, maps in self._tile_maps(image, plan, tiles):
+                if pool.workers:
+                    maps = shared[tile] = SharedArrays(maps)
+                yield job, tile, maps
+
         try:
-            items = ((job, tile, maps) for tile, maps in self._tile_maps(image, plan, tiles))
-            for _, stats in pool.imap(finish_tile, items, describe=lambda item: f"tile {tuple(item[1])}"):
+            for done, stats in pool.imap(finish_tile, items(), describe=lambda item: f"tile {tuple(item[1])}"):
+                if done in shared:
+                    shared.pop(done).unlink()
                 work.add(stats)
                 bar.update(1)
         finally:
+            for handle in shared.values():
+                handle.unlink()
             bar.close()
         work.peak_pending = pool.peak_pending
         return work
@@ -624,9 +644,12 @@ class WholeSlideInferer:
         tiffs = label_maps() if pool.workers else []
         low_step = settings["low_step"]
         sem_low = assemble_low(plan, headers, low_step)
+        thumb, factor = thumbnail()
+        job = FeatureJob(placement=placement, factor=factor, **names)
+        # the workers render the first tiles' nuclei while this process writes the table and tints the overview
+        rendered = self._render_nuclei(records, merged, job, pool).fill()
         write_instance_table(outputs["instances"], merged, placement, **names)
         lap("table_s")
-        thumb, factor = thumbnail()
         canvas, _ = draw_overlay(thumb, sem_low, low_step=low_step, factor=factor)
         regions = region_features(
             sem_low=sem_low,
@@ -635,9 +658,8 @@ class WholeSlideInferer:
             sem_classes=self.sem_classes,
             region_min_um2=self.outputs.region_min_um2,
         )
-        job = FeatureJob(placement=placement, factor=factor, **names)
         rendering: list[TaskStats] = []
-        nuclei = self._nucleus_features(records, merged, job, canvas, pool, rendering)
+        nuclei = self._nucleus_features(rendered, merged, job, canvas, rendering)
         write_geojson(outputs["geojson"], itertools.chain(regions, nuclei))
         lap("geojson_s")
         timing["features_cpu_s"] = round(sum(s.cpu_s for s in rendering), 3)
@@ -672,38 +694,44 @@ class WholeSlideInferer:
         }
 
     @staticmethod
-    def _nucleus_features(
-        records: Mapping[tuple[int, int], Path],
-        merged: Any,
-        job: FeatureJob,
-        canvas: np.ndarray,
-        pool: WorkerPool,
-        stats: list[TaskStats],
-    ) -> Iterator[str]:
-        """Every nucleus's GeoJSON feature, tile by tile, rendered by ``pool``
-        (:func:`~coseg.wsi.writer.tile_features`, a bounded number of tiles at a time; their costs appended to
-        ``stats``) and outlined on ``canvas``; an instance of several pieces once its last piece is read
-        (:func:`~coseg.wsi.merge.group_polygons`)."""
-        several = {fid: len(m) for fid, m in merged.members.items() if len(m) > 1}
-        joined_ids = np.zeros(len(merged) + 1, dtype=bool)
-        joined_ids[list(several)] = True
-        features = NucleusFeatures(merged, job.placement, sem_classes=job.sem_classes, inst_types=job.inst_types)
+    def _render_nuclei(
+        records: Mapping[tuple[int, int], Path], merged: Any, job: FeatureJob, pool: WorkerPool
+    ) -> OrderedResults:
+        """The tiles' nuclei rendered by ``pool`` (:func:`~coseg.wsi.writer.tile_features`), tile by tile in order,
+        a bounded number at a time."""
+        several = np.zeros(len(merged) + 1, dtype=bool)
+        several[[fid for fid, m in merged.members.items() if len(m) > 1]] = True
 
         def items() -> Iterator[tuple[Any, ...]]:
             for tile in sorted(records):
                 lut = merged.luts[tile]
-                joined = joined_ids[lut]
+                joined = several[lut]
                 joined[0] = False
                 single = np.unique(lut[1:][~joined[1:]])
                 yield job, records[tile], lut, merged.rows(single - 1), joined
 
+        return pool.imap(tile_features, items(), describe=lambda item: f"the nuclei of {item[1].name}")
+
+    @staticmethod
+    def _nucleus_features(
+        rendered: Iterator[tuple[TileFeatures, TaskStats]],
+        merged: Any,
+        job: FeatureJob,
+        canvas: np.ndarray,
+        stats: list[TaskStats],
+    ) -> Iterator[str]:
+        """Every nucleus's GeoJSON feature from the rendered tiles (:meth:`_render_nuclei`; their costs appended to
+        ``stats``), outlined on ``canvas``; an instance of several pieces once its last piece is read
+        (:func:`~coseg.wsi.merge.group_polygons`)."""
+        several = {fid: len(m) for fid, m in merged.members.items() if len(m) > 1}
+        features = NucleusFeatures(merged, job.placement, sem_classes=job.sem_classes, inst_types=job.inst_types)
         collected: dict[int, list[tuple[np.ndarray, int, int]]] = {}
-        for rendered, cost in pool.imap(tile_features, items(), describe=lambda item: f"the nuclei of {item[1].name}"):
+        for tile, cost in rendered:
             stats.append(cost)
-            for t, ring in rendered.outlines:
+            for t, ring in tile.outlines:
                 draw_rings(canvas, [ring], t)
-            yield from rendered.texts
-            for fid, piece in rendered.pieces:
+            yield from tile.texts
+            for fid, piece in tile.pieces:
                 collected.setdefault(fid, []).append(piece)
                 if len(collected[fid]) == several[fid]:
                     polys = group_polygons(collected.pop(fid))

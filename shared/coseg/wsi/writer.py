@@ -280,10 +280,13 @@ def draw_overlay(
     return canvas, draw
 
 
+_TYPE_RGB = [tuple(int(v) for v in colour) for colour in TYPE_COLOURS]
+
+
 def draw_rings(canvas: np.ndarray, rings: Sequence[np.ndarray], type_id: int) -> None:
     """Outline rings (overview pixels, :func:`overview_rings`) in the colour of nucleus type ``type_id``."""
     if rings:
-        rgb = tuple(int(v) for v in TYPE_COLOURS[int(type_id) % len(TYPE_COLOURS)])
+        rgb = _TYPE_RGB[int(type_id) % len(_TYPE_RGB)]
         cv2.polylines(canvas, list(rings), isClosed=True, color=rgb, thickness=1)
 
 
