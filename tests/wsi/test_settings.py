@@ -68,7 +68,9 @@ def test_settings_are_frozen_and_normalised():
 
 
 def test_bundle_options_land_in_their_groups(tmp_path):
-    overrides = {"model_preset": "micro", "patch_size": 64, "device": "$torch.device('cpu')"}
+    # no weights: the bundle's own models/model.pt (a quickstart's) must not decide this test
+    absent = str(tmp_path / "no_weights.pt")
+    overrides = {"model_preset": "micro", "patch_size": 64, "device": "$torch.device('cpu')", "ckpt_path": absent}
     inferer = wsi_inferer_from_bundle(
         BUNDLE,
         overrides=overrides,
