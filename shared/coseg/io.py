@@ -64,6 +64,7 @@ __all__ = [
     "temporaries_in",
     "StagedDir",
     "png_is_16bit_colour",
+    "metaimage_size_problem",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,85 @@ def _check_file(path: Path) -> None:
         raise InputFileError(path, "is not a regular file")
     if path.stat().st_size == 0:
         raise InputFileError(path, "file is empty (0 bytes)")
+
+
+#: bytes per voxel component of MetaImage element types (MetaIO's ``MET_ValueTypeSize``)
+_MET_SIZES = {
+    "MET_CHAR": 1,
+    "MET_UCHAR": 1,
+    "MET_SHORT": 2,
+    "MET_USHORT": 2,
+    "MET_INT": 4,
+    "MET_UINT": 4,
+    "MET_LONG": 4,
+    "MET_ULONG": 4,
+    "MET_LONG_LONG": 8,
+    "MET_ULONG_LONG": 8,
+    "MET_FLOAT": 4,
+    "MET_DOUBLE": 8,
+}
+
+
+def metaimage_size_problem(path: Path) -> str | None:
+    """Why a MetaImage file's voxel data cannot be complete, from its header, or ``None`` if it looks complete.
+
+    ITK reports a short file as "File cannot be read ... Reason: No such file or directory" (a leftover
+    ``errno``), so the sizes are compared here: the header's ``DimSize`` x ``ElementType`` (x channels), or
+    ``CompressedDataSize`` for compressed data, against the bytes after the header (``ElementDataFile = LOCAL``)
+    or the size of the separate data file (``.mhd``). Checked before ITK reads the file, which also prints its own
+    complaint to stderr.
+
+    Args:
+        path: a ``.mha`` / ``.mhd`` file.
+
+    Returns:
+        the problem in words (``"file is truncated: ..."``), or ``None`` (complete, or not a MetaImage header).
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(65536)
+    except OSError:
+        return None
+    fields: dict[str, str] = {}
+    offset = 0
+    for raw in head.split(b"\n"):
+        offset += len(raw) + 1
+        key, sep, value = raw.decode("latin-1").partition("=")
+        if not sep:
+            return None
+        fields[key.strip()] = value.strip()
+        if key.strip() == "ElementDataFile":
+            break
+    else:
+        return None
+    try:
+        dims = [int(v) for v in fields["DimSize"].split()]
+        component = _MET_SIZES[fields["ElementType"]]
+        channels = int(fields.get("ElementNumberOfChannels", "1"))
+    except (KeyError, ValueError):
+        return None
+    data_file = fields["ElementDataFile"]
+    if data_file == "LOCAL":
+        available = path.stat().st_size - offset
+        where = "after the header"
+    else:
+        data_path = path.parent / data_file
+        if not data_path.is_file():
+            return f"its data file {data_file!r} (ElementDataFile) does not exist beside it"
+        available = data_path.stat().st_size
+        where = f"in {data_file}"
+    if fields.get("CompressedData", "False").lower() == "true":
+        try:
+            needed = int(fields["CompressedDataSize"])
+        except (KeyError, ValueError):
+            return None
+        what = f"CompressedDataSize {needed}"
+    else:
+        needed = int(np.prod(dims)) * component * channels
+        what = f"DimSize {' '.join(map(str, dims))} x {fields['ElementType']}" + (f" x {channels}" * (channels > 1))
+    if available >= needed:
+        return None
+    return f"file is truncated: the header ({what}) needs {needed} bytes of voxel data, {available} are {where}"
 
 
 def png_is_16bit_colour(path: str | os.PathLike) -> bool:
@@ -102,9 +182,13 @@ def png_is_16bit_colour(path: str | os.PathLike) -> bool:
 
 def _read_tiff(path: Path) -> np.ndarray:
     try:
-        arr = tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:
+            separated = tif.pages.first.photometric == tifffile.PHOTOMETRIC.SEPARATED
+            arr = None if separated else tif.asarray()
     except Exception as exc:  # tifffile raises many types (TiffFileError, ValueError, codec errors)
         raise InputFileError(path, f"cannot be read as TIFF ({type(exc).__name__}: {exc})") from exc
+    if separated:  # its 4 channels would pass for RGBA (cyan, magenta, yellow read as red, green, blue)
+        raise InputFileError(path, "CMYK images are not supported; convert the file to RGB")
     arr = np.asarray(arr)
     if arr.size == 0:
         raise InputFileError(path, "cannot be read as TIFF (no image data found)")

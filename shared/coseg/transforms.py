@@ -22,7 +22,7 @@ from coseg.constants import normalize
 from coseg.data.resize import keep_instances_whole
 from coseg.errors import InputFileError, InputNotFoundError
 from coseg.inferers import INPUT_MODES
-from coseg.io import png_is_16bit_colour, read_rgb, source_name
+from coseg.io import metaimage_size_problem, png_is_16bit_colour, read_rgb, source_name
 
 __all__ = [
     "CheckedPILReader",
@@ -109,7 +109,8 @@ class CheckedPILReader(PILReader):
 
         Raises:
             InputNotFoundError: a file does not exist.
-            InputFileError: a file cannot be opened or decoded as an image (truncated, corrupt, not an image).
+            InputFileError: a file cannot be opened or decoded as an image (truncated, corrupt, not an image), or
+                is CMYK (its four channels would pass for RGBA).
         """
         for image in ensure_tuple(img):
             if isinstance(image, _Unreadable):
@@ -119,6 +120,9 @@ class CheckedPILReader(PILReader):
             except (OSError, SyntaxError, ValueError) as exc:
                 name = getattr(image, "filename", None) or "<image>"
                 raise InputFileError(name, f"cannot be read as an image ({exc})") from exc
+            if getattr(image, "mode", None) == "CMYK":  # its 4 channels would pass for RGBA
+                name = getattr(image, "filename", None) or "<image>"
+                raise InputFileError(name, "CMYK images are not supported; convert the file to RGB")
         return super().get_data(img)
 
 
@@ -144,18 +148,26 @@ class LoadCheckedImage(LoadImage):
         Raises:
             InputFileError: the file does not exist, or reading it failed.
         """
+        names = [os.fspath(n) for n in ensure_tuple(filename) if isinstance(n, (str, os.PathLike))]
+        for name in names:  # what the readers report confusingly, if at all ("Could not create IO object")
+            path = Path(name).expanduser()
+            if path.is_file() and path.stat().st_size == 0:
+                raise InputFileError(name, "file is empty (0 bytes)")
+            if path.is_file() and path.suffix.lower() in (".mha", ".mhd"):
+                problem = metaimage_size_problem(path)
+                if problem is not None:
+                    raise InputFileError(name, problem)
         try:
             return super().__call__(filename, reader)
         except InputFileError:
             raise
         except Exception as exc:  # readers raise OSError, EOFError, RuntimeError, ValueError, ...
-            names = [os.fspath(n) for n in ensure_tuple(filename) if isinstance(n, (str, os.PathLike))]
             if not names:
                 raise
             missing = [n for n in names if not Path(n).expanduser().exists()]
             if missing:
                 raise InputNotFoundError(missing[0], "file does not exist") from exc
-            reason = str(exc).strip() or "no reason given"
+            reason = " ".join(str(exc).split()) or "no reason given"  # ITK's messages span several lines
             if isinstance(exc, EOFError):
                 reason = f"file is truncated ({reason})"
             raise InputFileError(", ".join(names), f"cannot be read ({type(exc).__name__}: {reason})") from exc

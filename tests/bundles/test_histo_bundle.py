@@ -14,8 +14,6 @@ import torch
 from monai.bundle import ConfigWorkflow
 from PIL import Image
 
-from coseg.errors import InputFileError
-
 from .conftest import REPO, micro_overrides
 
 
@@ -143,18 +141,6 @@ def test_inference_writes_every_output_for_small_and_large_images(histo_bundle, 
         assert n_objects <= len(rows) - 1
         overlay = np.asarray(Image.open(out / f"{name}_overlay.png"))
         assert overlay.shape == shape + (3,)
-
-
-def test_inference_rejects_grey_images_naming_the_file(histo_bundle, trained, tmp_path):
-    images = tmp_path / "grey"
-    images.mkdir()
-    Image.fromarray(np.full((64, 64), 128, np.uint8)).save(images / "grey.png")
-    with pytest.raises(Exception) as err:
-        _infer(histo_bundle, trained, images, tmp_path / "out")
-    chain = [err.value]
-    while chain[-1].__cause__ is not None:
-        chain.append(chain[-1].__cause__)
-    assert any(isinstance(e, InputFileError) and "grey.png" in str(e) and "grey" in e.problem for e in chain)
 
 
 def test_labels_beyond_the_class_list_are_rejected(histo_bundle, histo_dataset, tmp_path):

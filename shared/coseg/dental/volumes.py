@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from coseg.errors import InputFileError
+from coseg.io import metaimage_size_problem
 
 __all__ = [
     "VOLUME_SUFFIXES",
@@ -106,78 +107,6 @@ def _load_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return array, np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
 
 
-#: bytes per voxel component of MetaImage element types (MetaIO's ``MET_ValueTypeSize``)
-_MET_SIZES = {
-    "MET_CHAR": 1,
-    "MET_UCHAR": 1,
-    "MET_SHORT": 2,
-    "MET_USHORT": 2,
-    "MET_INT": 4,
-    "MET_UINT": 4,
-    "MET_LONG": 4,
-    "MET_ULONG": 4,
-    "MET_LONG_LONG": 8,
-    "MET_ULONG_LONG": 8,
-    "MET_FLOAT": 4,
-    "MET_DOUBLE": 8,
-}
-
-
-def _metaimage_size_problem(path: Path) -> str | None:
-    """Why a MetaImage file's voxel data cannot be complete, from its header, or ``None`` if it looks complete.
-
-    ITK reports a short file as "File cannot be read ... Reason: No such file or directory" (a leftover
-    ``errno``), so the sizes are compared here: the header's ``DimSize`` x ``ElementType`` (x channels), or
-    ``CompressedDataSize`` for compressed data, against the bytes after the header (``ElementDataFile = LOCAL``)
-    or the size of the separate data file (``.mhd``).
-    """
-    try:
-        with open(path, "rb") as f:
-            head = f.read(65536)
-    except OSError:
-        return None
-    fields: dict[str, str] = {}
-    offset = 0
-    for raw in head.split(b"\n"):
-        offset += len(raw) + 1
-        key, sep, value = raw.decode("latin-1").partition("=")
-        if not sep:
-            return None
-        fields[key.strip()] = value.strip()
-        if key.strip() == "ElementDataFile":
-            break
-    else:
-        return None
-    try:
-        dims = [int(v) for v in fields["DimSize"].split()]
-        component = _MET_SIZES[fields["ElementType"]]
-        channels = int(fields.get("ElementNumberOfChannels", "1"))
-    except (KeyError, ValueError):
-        return None
-    data_file = fields["ElementDataFile"]
-    if data_file == "LOCAL":
-        available = path.stat().st_size - offset
-        where = "after the header"
-    else:
-        data_path = path.parent / data_file
-        if not data_path.is_file():
-            return f"its data file {data_file!r} (ElementDataFile) does not exist beside it"
-        available = data_path.stat().st_size
-        where = f"in {data_file}"
-    if fields.get("CompressedData", "False").lower() == "true":
-        try:
-            needed = int(fields["CompressedDataSize"])
-        except (KeyError, ValueError):
-            return None
-        what = f"CompressedDataSize {needed}"
-    else:
-        needed = int(np.prod(dims)) * component * channels
-        what = f"DimSize {' '.join(map(str, dims))} x {fields['ElementType']}" + (f" x {channels}" * (channels > 1))
-    if available >= needed:
-        return None
-    return f"file is truncated: the header ({what}) needs {needed} bytes of voxel data, {available} are {where}"
-
-
 def read_volume(path: str | os.PathLike, *, kind: Literal["image", "label"] = "image") -> Volume:
     """Read a 3D CBCT/CT image or label volume with checks.
 
@@ -206,13 +135,17 @@ def read_volume(path: str | os.PathLike, *, kind: Literal["image", "label"] = "i
         raise InputFileError(path, "does not exist")
     if not path.is_dir() and not _suffix(path):
         raise InputFileError(path, f"unknown volume type (expected one of {', '.join(VOLUME_SUFFIXES)} or a folder)")
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputFileError(path, "file is empty (0 bytes)")
+    # a short MetaImage file is found from its header before ITK reads it (ITK prints its own complaint to stderr
+    # and reports a leftover errno)
+    problem = metaimage_size_problem(path) if path.is_file() and _suffix(path) in (".mha", ".mhd") else None
+    if problem is not None:
+        raise InputFileError(path, problem)
     try:
         array, affine = _load_volume(path)
     except Exception as exc:  # the readers raise many types (RuntimeError, ImageFileError, OSError, EOFError ...)
-        problem = _metaimage_size_problem(path) if _suffix(path) in (".mha", ".mhd") else None
-        if problem is not None:
-            raise InputFileError(path, problem) from exc
-        reason = str(exc) or "no reason given"
+        reason = " ".join(str(exc).split()) or "no reason given"  # ITK's messages span several lines
         if isinstance(exc, EOFError):
             reason = f"file is truncated ({reason})"
         raise InputFileError(path, f"cannot be read as a volume ({type(exc).__name__}: {reason})") from exc

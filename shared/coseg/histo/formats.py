@@ -188,8 +188,22 @@ class ClassMap:
         raise InputFileError(path, f"unknown class {raw!r} (known: {known}); add it to the class map or use '*'")
 
     def apply(self, values: np.ndarray, path: str | Path) -> np.ndarray:
-        """Map an integer label array (0 stays 0 unless the map says otherwise)."""
+        """Map an integer label array (0 stays 0 unless the map says otherwise).
+
+        Without a ``map`` the values are kept; when ``names`` are given (``classes.json``, a class map without
+        ``map``) every value must be one of their ids.
+
+        Raises:
+            InputFileError: naming ``path``, for a value that is not a known class.
+        """
         if self.mapping is None and self.default is None:
+            if self.names is not None:
+                unnamed = sorted(int(v) for v in np.unique(values) if int(v) not in self.names)
+                if unnamed:
+                    known = ", ".join(f"{k} {v}" for k, v in sorted(self.names.items()))
+                    raise InputFileError(
+                        path, f"label id(s) {unnamed} have no class name (classes: {known}); name them in classes.json"
+                    )
             return values
         uniq = np.unique(values)
         lut = np.zeros(int(uniq.max()) + 1, dtype=np.int64)

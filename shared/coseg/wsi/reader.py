@@ -415,6 +415,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int, int]:
     p = Path(path)
     if not p.is_file():
         raise InputFileError(p, "file does not exist")
+    if p.stat().st_size == 0:
+        raise InputFileError(p, "file is empty (0 bytes)")
     try:
         if p.suffix.lower() in TIFF_SUFFIXES:
             with tifffile.TiffFile(p) as tif:

@@ -283,6 +283,13 @@ class WholeSlideInferer:
     def _watershed_for(self, image: WorkingImage) -> WatershedParams:
         """The watershed settings for the working resolution (scaled when it differs by more than 5 %)."""
         mpp, model_mpp = image.mpp, self.watershed.mpp
+        if mpp is None and model_mpp is not None:
+            logger.warning(
+                "%s does not record its pixel size: read at level 0 as if at the model's %.3f um/px (if it is not, "
+                "pass --slide-mpp with its pixel size)",
+                image.reader.path,
+                model_mpp,
+            )
         if mpp is None or model_mpp is None:
             return self.watershed
         ratio = model_mpp / mpp[1]
