@@ -33,6 +33,7 @@ from monai.bundle import ConfigWorkflow
 
 from coseg.dental.prepare import prepare_cbct
 from coseg.dental.synthetic import write_toothfairy2_like
+from coseg.engines.checkpoints import load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "coseg_cbct" / "configs"
@@ -86,6 +87,7 @@ def main() -> None:
             raise SystemExit(f"--evaluate-only: no finished run in {work} ({info_path.name} is missing)")
     else:
         info_path.unlink(missing_ok=True)
+        (work / "models" / "model.pt").unlink(missing_ok=True)  # an earlier run's best weights are not this run's
         overrides = {
             **common,
             "batch_size": args.batch_size,
@@ -175,6 +177,13 @@ def train(overrides: dict, minutes: float) -> dict:
             engine.terminate()
 
     wf.run()
+    ckpt_dir = Path(overrides["ckpt_dir"])
+    if (ckpt_dir / "model.pt").is_file():
+        weights = "best validation score (model.pt)"
+    else:  # the budget ended before the first validation: evaluate the last weights
+        final = load_checkpoint(ckpt_dir / "checkpoint_final.pt")
+        save_checkpoint(final["model"], ckpt_dir / "model.pt")
+        weights = "last iteration (the budget ended before the first validation)"
     history_path = Path(overrides["output_dir"]) / "validation_history.json"
     history = json.loads(history_path.read_text(encoding="utf-8")) if history_path.is_file() else None
     return {
@@ -182,6 +191,7 @@ def train(overrides: dict, minutes: float) -> dict:
         "epochs": trainer.state.epoch,
         "iterations": trainer.state.iteration,
         "slices_seen": trainer.state.iteration * overrides["batch_size"],
+        "evaluated_weights": weights,
         "validation_history": history,
     }
 
