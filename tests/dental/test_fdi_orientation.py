@@ -3,9 +3,9 @@ direction matrix and with permuted array axes goes through the bundle's loading 
 (slicing, network, watershed, 3D linking, learned voting / heuristic numbering, back to the stored grid) and gets
 the same tooth, with the same number, at every world position.
 
-The network is an oracle that answers each slice with the ideal outputs of the normally stored phantom's ground
-truth (looked up by the slice's pixels): it finds a slice only if the slicing put it in the same anatomical frame,
-and the numbers it votes for are right, so any left/right or upper/lower mix-up comes from the volume pipeline."""
+The network is an oracle (:mod:`tests.dental.oracle`) that answers each slice with the ideal outputs of the normally
+stored phantom's ground truth: it finds a slice only if the slicing put it in the same anatomical frame, and the
+numbers it votes for are right, so any left/right or upper/lower mix-up comes from the volume pipeline."""
 
 from __future__ import annotations
 
@@ -15,20 +15,16 @@ import numpy as np
 import pytest
 import torch
 
-from coseg.constants import normalize
-from coseg.dental.geometry import make_model_slices, slice_geometry
 from coseg.dental.inference import VolumeSliceInferer
-from coseg.dental.labels import TOOTHFAIRY2_LABELS, build_label_map, mirror_fdi, tooth_type_lut
+from coseg.dental.labels import mirror_fdi
 from coseg.dental.synthetic import write_toothfairy2_like
-from coseg.keys import OutputKeys
-from coseg.losses.targets import compute_hv_maps
 from coseg.postprocess import watershed_settings
-from coseg.transforms import LoadCheckedImaged
+
+from .oracle import LABEL_MAP, Oracle, load_case, oracle_for
 
 SHAPE = (24, 48, 48)
 SIZE = 96  # teeth 2-4 voxels wide at 2x: the watershed keeps them at magnification 10
 WINDOW = (-1000.0, 4000.0)
-LABEL_MAP = build_label_map({v: k for k, v in TOOTHFAIRY2_LABELS.items()})
 #: name -> (axis_order, flip_axes), as write_toothfairy2_like stores the phantom
 STORAGES = {
     "plain": ((0, 1, 2), (False, False, False)),
@@ -47,46 +43,6 @@ def _on_grid(array: np.ndarray, affine: np.ndarray, grid_shape, grid_affine: np.
     return array[tuple(source)].reshape(grid_shape)
 
 
-def _load(root: Path) -> tuple[torch.Tensor, np.ndarray]:
-    case = "ToothFairy2F_001"
-    ext = "nii.gz" if (root / "imagesTr" / f"{case}_0000.nii.gz").exists() else "mha"
-    loader = LoadCheckedImaged(keys=("image", "label"), image_only=True, ensure_channel_first=True)
-    image, label = root / "imagesTr" / f"{case}_0000.{ext}", root / "labelsTr" / f"{case}.{ext}"
-    item = loader({"image": str(image), "label": str(label)})
-    return item["image"], np.asarray(item["label"][0]).astype(np.int64)
-
-
-class _Oracle(torch.nn.Module):
-    """The ideal outputs of known slices, looked up by their normalised pixels."""
-
-    def __init__(self, slices: np.ndarray, sem: np.ndarray, inst: np.ndarray) -> None:
-        super().__init__()
-        self.anchor = torch.nn.Parameter(torch.zeros(1))
-        types = tooth_type_lut("fdi")[inst]
-        self.answers = {}
-        for k in range(len(slices)):
-            key = normalize(torch.from_numpy(slices[k : k + 1]).permute(0, 3, 1, 2).float()).numpy().tobytes()
-            hv = compute_hv_maps(inst[k])
-            binary = (inst[k] > 0).astype(int)
-            self.answers[key] = {
-                OutputKeys.SEM_LOGITS: 20.0 * np.eye(4, dtype=np.float32)[sem[k]].transpose(2, 0, 1),
-                OutputKeys.INST_BINARY: 20.0 * np.eye(2, dtype=np.float32)[binary].transpose(2, 0, 1),
-                OutputKeys.INST_HV: hv.astype(np.float32),
-                OutputKeys.INST_TYPE: 20.0 * np.eye(33, dtype=np.float32)[types[k]].transpose(2, 0, 1),
-            }
-        self.unknown = 0
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        found = []
-        for k in range(x.shape[0]):
-            answer = self.answers.get(x[k : k + 1].numpy().tobytes())
-            if answer is None:  # a slice the plain phantom does not have: the slicing is in another frame
-                self.unknown += 1
-                answer = {key: np.zeros_like(v) for key, v in next(iter(self.answers.values())).items()}
-            found.append(answer)
-        return {key: torch.from_numpy(np.stack([a[key] for a in found])) for key in found[0]}
-
-
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("fdi_orientation")
@@ -100,21 +56,8 @@ def stored(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def oracle(stored) -> _Oracle:
-    return _oracle_for(stored["plain"])
-
-
-def _oracle_for(root: Path) -> _Oracle:
-    image, label = _load(root)
-    affine = np.asarray(image.affine)
-    geometry = slice_geometry(label.shape, affine, axis="axial", size=SIZE)
-    slices = make_model_slices(np.asarray(image[0], dtype=np.float32), geometry, window=WINDOW, channels="repeat")
-    sem, inst, _ = LABEL_MAP.apply(label)
-    return _Oracle(
-        slices,
-        geometry.to_model(sem, kind="label").astype(np.int64),
-        geometry.to_model(inst, kind="label").astype(np.int64),
-    )
+def oracle(stored) -> Oracle:
+    return oracle_for(stored["plain"], size=SIZE, window=WINDOW)
 
 
 @pytest.mark.parametrize("numbering", ["learned", "heuristic"])
@@ -125,7 +68,7 @@ def test_every_storage_gets_the_same_fdi_numbers(stored, oracle, numbering):
     teeth = {}
     grid = None
     for name, root in stored.items():
-        image, label = _load(root)
+        image, label = load_case(root)
         affine = np.asarray(image.affine, dtype=np.float64)
         grid = grid or (label.shape, affine)  # the plain phantom's voxels
         oracle.unknown = 0
