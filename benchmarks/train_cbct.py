@@ -8,7 +8,8 @@ bone, pharynx airway, canals, sinuses, noise) written in ToothFairy2's layout an
 (training and validation cases); the held-out test phantoms use other seeds and are written three times: as
 ToothFairy2 stores its scans (MetaImage), with the left-right and superior-inferior axes reversed in the direction
 matrix, and as NIfTI with permuted and reversed array axes. Training runs through the bundle's real ``train.json``
-until the wall-clock budget is spent (phantom generation and slicing not counted); evaluation through
+until the wall-clock budget is spent (phantom generation and slicing not counted); evaluation of the weights with
+the best validation score (``model.pt``, what the bundle keeps; ``--weights final``: the last iteration's) through
 ``inference.json`` + ``evaluate.json`` (``DentalEvaluationReport``): the paper's tables and, for teeth by FDI number,
 the learned numbering beside the positional heuristic on the same predicted teeth.
 
@@ -33,6 +34,7 @@ from monai.bundle import ConfigWorkflow
 
 from coseg.dental.prepare import prepare_cbct
 from coseg.dental.synthetic import write_toothfairy2_like
+from coseg.engines.checkpoints import load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "coseg_cbct" / "configs"
@@ -63,6 +65,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--cache-rate", type=float, default=0.0, help="share of the slices kept in memory")
     parser.add_argument("--evaluate-only", action="store_true", help="evaluate the model an earlier run left")
+    parser.add_argument(
+        "--weights",
+        choices=("best", "final"),
+        default="best",
+        help="evaluate the best validation score's weights (model.pt, what the bundle ships) or the last iteration's",
+    )
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "train_cbct.json"))
     args = parser.parse_args()
     if args.threads:
@@ -86,6 +94,7 @@ def main() -> None:
             raise SystemExit(f"--evaluate-only: no finished run in {work} ({info_path.name} is missing)")
     else:
         info_path.unlink(missing_ok=True)
+        (work / "models" / "model.pt").unlink(missing_ok=True)  # an earlier run's best weights are not this run's
         overrides = {
             **common,
             "batch_size": args.batch_size,
@@ -97,7 +106,13 @@ def main() -> None:
         }
         info_path.write_text(json.dumps(train(overrides, args.minutes), indent=2), encoding="utf-8")
     info = json.loads(info_path.read_text(encoding="utf-8"))
-    results = {name: evaluate(common, cases, work / "evaluation" / name) for name, cases in held_out.items()}
+    weights = Path(common["ckpt_dir"]) / "model.pt"
+    if args.weights == "final":
+        weights = weights.with_name("final_model.pt")
+        save_checkpoint(load_checkpoint(weights.with_name("checkpoint_final.pt"))["model"], weights)
+        info["evaluated_weights"] = "last iteration (checkpoint_final.pt)"
+    evaluations = work / ("evaluation" if args.weights == "best" else "evaluation_final")
+    results = {name: evaluate(common, cases, evaluations / name, weights) for name, cases in held_out.items()}
     result = {
         "benchmark": "coseg_cbct on synthetic phantoms: learned FDI numbering vs the positional heuristic",
         "machine": {
@@ -175,6 +190,13 @@ def train(overrides: dict, minutes: float) -> dict:
             engine.terminate()
 
     wf.run()
+    ckpt_dir = Path(overrides["ckpt_dir"])
+    if (ckpt_dir / "model.pt").is_file():
+        weights = "best validation score (model.pt)"
+    else:  # the budget ended before the first validation: evaluate the last weights
+        final = load_checkpoint(ckpt_dir / "checkpoint_final.pt")
+        save_checkpoint(final["model"], ckpt_dir / "model.pt")
+        weights = "last iteration (the budget ended before the first validation)"
     history_path = Path(overrides["output_dir"]) / "validation_history.json"
     history = json.loads(history_path.read_text(encoding="utf-8")) if history_path.is_file() else None
     return {
@@ -182,15 +204,16 @@ def train(overrides: dict, minutes: float) -> dict:
         "epochs": trainer.state.epoch,
         "iterations": trainer.state.iteration,
         "slices_seen": trainer.state.iteration * overrides["batch_size"],
+        "evaluated_weights": weights,
         "validation_history": history,
     }
 
 
-def evaluate(common: dict, cases: list[dict[str, str]], out: Path) -> dict[str, Any]:
-    """Segment and evaluate held-out volumes with the best checkpoint; the report's numbers without file paths."""
+def evaluate(common: dict, cases: list[dict[str, str]], out: Path, weights: Path) -> dict[str, Any]:
+    """Segment and evaluate held-out volumes with ``weights``; the report's numbers without file paths."""
     overrides = {
         **common,
-        "ckpt_path": str(Path(common["ckpt_dir"]) / "model.pt"),
+        "ckpt_path": str(weights),
         "model_preset": None,
         "datalist": cases,
         "evaluation_dir": str(out),

@@ -246,3 +246,36 @@ def test_training_on_label_volumes_as_monai_label_hands_them(cbct_dataset, tmp_p
     assert (tmp_path / "models" / "model.pt").is_file()  # best metric on the validation volume's slices
     history = json.loads((tmp_path / "eval" / "validation_history.json").read_text(encoding="utf-8"))
     assert history
+
+
+def test_training_on_label_volumes_learns_fdi_types(cbct_dataset, tmp_path):
+    """``tooth_types: "fdi"`` with label volumes (MONAI Label's /train): the slices cut on the fly carry one type per
+    FDI number (both sides of both jaws), and the network trained on them predicts the 33 FDI types."""
+    from coseg.dental.labels import FDI_TEETH
+    from coseg.dental.volumes import find_toothfairy2_cases
+    from coseg.networks import CoSegPlusPlus
+
+    pairs = [{"image": str(c.image), "label": str(c.label)} for c in find_toothfairy2_cases(cbct_dataset / "raw")]
+    overrides = _model(
+        dataset_dir=str(tmp_path / "no_prepared_dataset"),
+        ckpt_dir=str(tmp_path / "models"),
+        output_dir=str(tmp_path / "eval"),
+        tooth_types="fdi",
+        epochs=1,
+        epoch_length=1,
+        batch_size=2,
+        val_interval=1,
+        num_workers=0,
+        **{"train#dataset#data": pairs[:2], "validate#dataset#data": pairs[2:3]},
+    )
+    wf = _workflow(["train.json"], "train", **overrides)
+    dataset = wf.parser.get_parsed_content("train#dataset")
+    types = set()
+    for i in range(len(dataset)):
+        types |= set(np.unique(dataset.slice_item(i)["label_type"].numpy()).astype(int).tolist())
+    quadrants = {(FDI_TEETH[t - 1] // 10) for t in types - {0}}
+    assert max(types) <= len(FDI_TEETH) and quadrants == {1, 2, 3, 4}, sorted(types)
+    wf.run()
+    wf.finalize()
+    assert CoSegPlusPlus.from_saved(tmp_path / "models" / "model.pt").num_inst_types == 33
+    assert "val_mpq" in (tmp_path / "eval" / "validation_history.json").read_text(encoding="utf-8")

@@ -87,3 +87,39 @@ def test_class_names_are_defined_once_and_agree_between_configs(bundle):
         assert copies == literal, f"{bundle}/{name}: class names repeated at {copies}"
         sizes = [path for path, value in _walk(config) if isinstance(value, str) and value.startswith("$len(@")]
         assert sorted(sizes) == ["num_inst_types", "num_sem_classes"]
+
+
+@pytest.mark.parametrize(
+    "base, multi, consumers",
+    [
+        (
+            ["train.json"],
+            "multi_gpu_train.json",
+            {"train#dataset#tooth_types": "fdi", "validate#dataset#tooth_types": "fdi", "num_inst_types": 33},
+        ),
+        (
+            ["inference.json", "evaluate.json"],
+            "multi_gpu_evaluate.json",
+            {"inferer#tooth_types": "fdi", "handlers#1#numbering": "learned", "handlers#2#numbering": "learned"},
+        ),
+    ],
+)
+def test_multi_gpu_configs_keep_the_tooth_types(base, multi, consumers):
+    """coseg_cbct's multi-GPU configs define no tooth type setting of their own and keep every check of the configs
+    they extend: ``tooth_types: "fdi"`` given once reaches the datasets, the network size and the numbering of a
+    multi-GPU run exactly as of a single-process one."""
+    keys = ("tooth_types", "inst_types", "num_inst_types", "tooth_numbering")
+    overlay = _config("coseg_cbct", multi)
+    defined = [path for path, _ in _walk(overlay) if path.split("#")[-1] in keys]
+    assert defined == [], f"{multi} redefines {defined}"
+    # "initialize" replaces the base list: the base's steps (check_tooth_types for training) must all be there
+    base_steps = _config("coseg_cbct", base[0])["initialize"]
+    assert [step for step in base_steps if step not in overlay["initialize"]] == []
+
+    parser = ConfigParser()
+    parser.read_config([str(REPO / "bundles" / "coseg_cbct" / "configs" / f) for f in (*base, multi)])
+    parser.update({"tooth_types": "fdi", "model_preset": "micro", "patch_size": 64})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for item, expected in consumers.items():
+            assert parser.get_parsed_content(item) == expected, item
