@@ -368,6 +368,7 @@ class WholeSlideInferer:
             )
             watershed = self._watershed_for(image)
             plan = self._plan(image, watershed)
+            reader.limit_cache(_reader_cache_bytes(plan, image.scale))
             settings = self._settings(path, image, plan, watershed)
             thumbnail = _Once(lambda: image.thumbnail(self.outputs.overview_size))
 
@@ -571,6 +572,18 @@ class _Once:
         if self.value is None:
             self.value = self.make()
         return self.value
+
+
+def _reader_cache_bytes(plan: TilePlan, scale: float) -> int:
+    """Decoded input tiles worth keeping: what one band of windows of a strip reads (the strip's contexts and a
+    window either side, two windows high), with the file's tiles that overlap its edges (up to 512 px), RGBA, in
+    level pixels; at least 16 MiB, at most 256 MiB (the strip width follows ``memory_budget_mb``). Windows re-read
+    only the band above them, so a cache of the whole slide would only grow with it (memory flat in slide size)."""
+    roi_h, roi_w = plan.roi_size
+    width = min(plan.strip_tiles * plan.tile_size, plan.width) + 2 * plan.margin + 2 * roi_w + 1024
+    rows = 2 * roi_h + 1024
+    need = 4 * width * rows * max(1.0, scale) ** 2
+    return int(min(256 * 2**20, max(16 * 2**20, need)))
 
 
 def _plain(value: Any) -> Any:
