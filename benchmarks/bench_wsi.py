@@ -94,10 +94,11 @@ TYPES = {0: "background", 1: "tumour", 2: "TIL", 3: "other"}
 
 
 def mosaic(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
-    """``size x size`` RGB mosaic of CoNSeP tiles and its ground-truth instance map (ids unique over the mosaic)."""
+    """``size x size`` RGB mosaic of CoNSeP tiles and its ground-truth instance map (ids unique over the mosaic); tiles
+    repeat when the mosaic needs more than there are (8192² takes 1024 of 432)."""
     grid = size // 256
     names = sorted((CONSEP / "images").glob("*.jpg"))
-    if len(names) < grid * grid:
+    if not names:  # no CoNSeP here: synthetic H&E, no ground truth
         from coseg.histo.synthetic import make_sample
 
         sample = make_sample(size=min(size, 4096), seed=seed, nucleus_scale=4.0)
