@@ -152,3 +152,16 @@ def test_aperio_description_gives_the_pixel_size(tmp_path, image):
     tifffile.imwrite(path, image, tile=(64, 64), photometric="rgb", description=description)
     with SlideReader(path) as reader:
         assert reader.levels[0].mpp == pytest.approx((0.499, 0.499))
+
+
+def test_limit_cache_evicts_and_reads_stay_exact(pyramid, image):
+    with SlideReader(pyramid) as reader:
+        inner = reader._reader
+        reader.read(0, 0, 0, 300, 420)  # every 64 px tile of level 0 decoded and cached (35 of 12 KiB)
+        assert inner._cached == sum(seg.nbytes for seg in inner._cache.values()) > 3 * 64 * 64 * 3
+        reader.limit_cache(2 * 64 * 64 * 3)
+        assert len(inner._cache) <= 2 and inner._cached <= 2 * 64 * 64 * 3
+        np.testing.assert_array_equal(reader.read(0, 10, 20, 200, 300), image[10:210, 20:320])
+        assert inner._cached <= 2 * 64 * 64 * 3  # the limit holds for later reads
+        with pytest.raises(ValueError, match="nbytes"):
+            reader.limit_cache(-1)

@@ -260,3 +260,16 @@ def test_images_smaller_than_a_window(tmp_path):
     assert result.complete and result.summary["nuclei"] == 1 and result.summary["working_mpp"] is None
     out = tifffile.imread(result.outputs["inst"])
     assert out.shape == (40, 50) and (out > 0).sum() == 120
+
+
+def test_the_reader_keeps_one_band_of_a_strip_not_the_slide(tmp_path, slide, monkeypatch):
+    """The decoded-tile cache is sized by the plan (a band of windows of one strip), so that memory does not grow with
+    the slide (the reader's default keeps 256 MiB: a whole 8192² slide)."""
+    from coseg.wsi.reader import SlideReader
+
+    limits = []
+    original = SlideReader.limit_cache
+    monkeypatch.setattr(SlideReader, "limit_cache", lambda self, n: limits.append(n) or original(self, n))
+    path, _ = slide
+    assert _inferer(tmp_path)(path)[0].complete
+    assert limits == [16 * 2**20]  # the floor: 128 px tiles in strips of a few, 64 px windows

@@ -353,6 +353,23 @@ class SlideReader:
                 self.path, f"image has {page.samplesperpixel} channel(s); RGB (3) or RGBA (4) expected"
             )
 
+    def limit_cache(self, nbytes: int) -> None:
+        """Keep at most ``nbytes`` of decoded tiles (tifffile backend; other backends keep none), evicting the oldest
+        at once. A whole-slide run sets it to what one band of windows of a strip re-reads
+        (:meth:`coseg.wsi.WholeSlideInferer.run_slide`), so that memory does not grow with the slide.
+
+        Raises:
+            ValueError: a negative ``nbytes``.
+        """
+        if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes < 0:
+            raise ValueError(f"nbytes must be an integer >= 0, got {nbytes!r}")
+        reader = self._reader
+        if isinstance(reader, TiledTiffFileWSIReader):
+            reader.cache_bytes = int(nbytes)
+            while reader._cached > reader.cache_bytes and reader._cache:
+                _, old = reader._cache.popitem(last=False)
+                reader._cached -= old.nbytes
+
     @property
     def size(self) -> tuple[int, int]:
         """``(height, width)`` of level 0."""

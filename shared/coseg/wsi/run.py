@@ -15,12 +15,13 @@ For each input image or slide:
    removed).
 2. **Tiles**: the network streams strip by strip in this process (:meth:`WholeSlideInferer._tile_maps`,
    :class:`~coseg.wsi.stream.WindowStream`); every tile whose context is final is handed to a worker process
-   (:mod:`coseg.wsi.workers`: ``tiling.workers`` of them, a bounded number of tiles in flight), which post-processes
-   it (:func:`~coseg.wsi.merge.process_tile`: watershed, outlines, GeoJSON geometry) and saves it as
-   ``<output>/.<name>.parts/tile_<row>_<col>.npz`` (:mod:`coseg.wsi.parts`), while the network goes on.
-3. **Merge and write** (once every tile is saved): pieces are joined across tile borders
-   (:func:`~coseg.wsi.merge.merge_tiles`) and the outputs are written (:mod:`coseg.wsi.writer`; the label TIFFs and
-   the nuclei's features by the worker processes, the rest here, concurrently):
+   (:func:`coseg.wsi.pipeline.process_tiles`; :mod:`coseg.wsi.workers`: ``tiling.workers`` of them, a bounded
+   number of tiles in flight), which post-processes it (:func:`~coseg.wsi.merge.process_tile`: watershed,
+   outlines, GeoJSON geometry) and saves it as ``<output>/.<name>.parts/tile_<row>_<col>.npz``
+   (:mod:`coseg.wsi.parts`), while the network goes on.
+3. **Merge and write** (once every tile is saved; :func:`coseg.wsi.pipeline.write_outputs`): pieces are joined
+   across tile borders (:func:`~coseg.wsi.merge.merge_tiles`) and the outputs are written (:mod:`coseg.wsi.writer`;
+   the label TIFFs and the nuclei's features by the worker processes, the rest here, concurrently):
    ``<name>_inst.tif`` / ``<name>_type.tif`` / ``<name>_sem.tif`` (tiled pyramidal TIFFs of the region at the
    working resolution), ``<name>.geojson`` (every nucleus as a QuPath detection with its type, tissue regions as
    annotations, level-0 pixel coordinates; :func:`coseg.histo.geojson.write_geojson`), ``<name>_instances.csv``,
@@ -35,9 +36,7 @@ shared file system across nodes), and rank 0 merges and writes after a barrier.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
-import itertools
 import json
 import logging
 import math
@@ -45,7 +44,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,45 +52,20 @@ import numpy as np
 import torch
 from ignite.handlers import Checkpoint
 from monai.transforms import Compose, LoadImage, LoadImaged
-from PIL import Image
-from tqdm import tqdm
 
 from coseg.errors import InputFileError
-from coseg.histo.geojson import write_geojson
 from coseg.io import atomic_write_path
 from coseg.postprocess import WatershedParams
 from coseg.transforms import CheckRGBd, SAM2Normalized
-from coseg.wsi.merge import assemble_low, geometry_text, group_polygons, merge_tiles, reduce_outputs
-from coseg.wsi.parts import SlideFiles, load_record, prepare_parts, records_in
+from coseg.wsi.merge import reduce_outputs
+from coseg.wsi.parts import SlideFiles, prepare_parts, records_in
+from coseg.wsi.pipeline import TileWork, process_tiles, write_outputs
 from coseg.wsi.reader import SlideReader, WorkingImage
 from coseg.wsi.settings import OutputSettings, ReadSettings, TileSettings, WindowSettings
 from coseg.wsi.stream import WindowStream
 from coseg.wsi.tiling import Box, Placement, TilePlan, contiguous_runs, split_among_ranks
 from coseg.wsi.tissue import active_tiles, tissue_mask
-from coseg.wsi.workers import (
-    OrderedResults,
-    SharedArrays,
-    TaskStats,
-    TileJob,
-    WorkerPool,
-    default_workers,
-    finish_tile,
-)
-from coseg.wsi.workers import result as worker_result
-from coseg.wsi.writer import (
-    LABEL_MAPS,
-    FeatureJob,
-    NucleusFeatures,
-    TileFeatures,
-    draw_overlay,
-    draw_rings,
-    overview_rings,
-    region_features,
-    summarise_nuclei,
-    tile_features,
-    write_instance_table,
-    write_label_map,
-)
+from coseg.wsi.workers import TileJob, WorkerPool, default_workers
 
 __all__ = ["WholeSlideInferer", "SlideResult", "load_network_weights"]
 
@@ -401,6 +375,7 @@ class WholeSlideInferer:
             )
             watershed = self._watershed_for(image)
             plan = self._plan(image, watershed)
+            reader.limit_cache(_reader_cache_bytes(plan, image.scale))
             settings = self._settings(path, image, plan, watershed)
             thumbnail = _Once(lambda: image.thumbnail(self.outputs.overview_size))
 
@@ -464,7 +439,19 @@ class WholeSlideInferer:
                 if rank != 0:
                     return SlideResult(str(path), True, {}, {}, work.done, 0)
                 start = time.perf_counter()
-                summary = self._finalise(path, image, plan, files, settings, active, thumbnail, pool)
+                summary = write_outputs(
+                    path,
+                    plan,
+                    files,
+                    settings,
+                    placement=Placement.of(image),
+                    thumbnail=thumbnail,
+                    pool=pool,
+                    active=len(active),
+                    sem_classes=self.sem_classes,
+                    inst_types=self.inst_types,
+                    outputs_settings=self.outputs,
+                )
                 summary["timing"]["finalise_s"] = round(time.perf_counter() - start, 3)
             # this process's tiles in this call (with several processes or a resumed run, a share of the slide)
             timing = summary["timing"]
@@ -565,203 +552,20 @@ class WholeSlideInferer:
         pool: WorkerPool,
         *,
         label: str,
-    ) -> _TileWork:
+    ) -> TileWork:
         """Stream the network over ``tiles`` and have ``pool`` post-process each tile and save its record as soon as
-        its context is final (at most ``pool.max_pending`` tiles in flight)."""
-        work = _TileWork()
+        its context is final (:func:`coseg.wsi.pipeline.process_tiles`)."""
         if not tiles:
-            return work
+            return TileWork()
         _, rank, _ = _dist()
-        bar = tqdm(total=len(tiles), unit="tile", desc=label, disable=not self.progress or rank != 0, smoothing=0.1)
-        shared: dict[tuple[int, int], SharedArrays] = {}  # the maps in flight, in shared memory for the workers
-
-        def items() -> Iterator[tuple[Any, ...]]:
-            for tile, maps in self._tile_maps(image, plan, tiles):
-                if pool.workers:
-                    maps = shared[tile] = SharedArrays(maps)
-                yield job, tile, maps
-
-        try:
-            for done, stats in pool.imap(finish_tile, items(), describe=lambda item: f"tile {tuple(item[1])}"):
-                if done in shared:
-                    shared.pop(done).unlink()
-                work.add(stats)
-                bar.update(1)
-        finally:
-            for handle in shared.values():
-                handle.unlink()
-            bar.close()
-        work.peak_pending = pool.peak_pending
-        return work
-
-    def _finalise(
-        self,
-        path: Path,
-        image: WorkingImage,
-        plan: TilePlan,
-        files: SlideFiles,
-        settings: dict[str, Any],
-        active: Sequence[tuple[int, int]],
-        thumbnail: Callable[[], tuple[np.ndarray, float]],
-        pool: WorkerPool,
-    ) -> dict[str, Any]:
-        """Merge the tiles and write every output but the summary, which the caller writes last; returns it.
-
-        The three label TIFFs are written by ``pool`` (each by one worker) while this process writes the table, the
-        GeoJSON and the overview; with ``workers=0`` one after the other, to the same bytes."""
-        timing: dict[str, float] = {}
-        clock = time.perf_counter()
-
-        def lap(name: str) -> None:
-            nonlocal clock
-            now = time.perf_counter()
-            timing[name] = round(now - clock, 3)
-            clock = now
-
-        outputs, names = files.outputs, {"sem_classes": self.sem_classes, "inst_types": self.inst_types}
-        records = records_in(files.parts)
-        headers = {t: load_record(p, maps=False, geometry=False) for t, p in records.items()}
-        merged = merge_tiles(plan, headers)
-        lap("merge_s")
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        placement = Placement.of(image)
-
-        def label_maps() -> list[tuple[str, Any]]:
-            """Start writing the label TIFFs (in the workers; with ``workers=0`` here and now)."""
-            return [
-                (
-                    kind,
-                    pool.submit(
-                        functools.partial(
-                            write_label_map,
-                            outputs[kind],
-                            kind,
-                            plan=plan,
-                            records=records,
-                            luts=merged.luts,
-                            types=merged.types,
-                            tile=self.outputs.output_tile,
-                            mpp=placement.mpp,
-                        )
-                    ),
-                )
-                for kind in LABEL_MAPS
-            ]
-
-        tiffs = label_maps() if pool.workers else []
-        low_step = settings["low_step"]
-        sem_low = assemble_low(plan, headers, low_step)
-        thumb, factor = thumbnail()
-        job = FeatureJob(placement=placement, factor=factor, **names)
-        # the workers render the first tiles' nuclei while this process writes the table and tints the overview
-        rendered = self._render_nuclei(records, merged, job, pool).fill()
-        write_instance_table(outputs["instances"], merged, placement, **names)
-        lap("table_s")
-        canvas, _ = draw_overlay(thumb, sem_low, low_step=low_step, factor=factor)
-        regions = region_features(
-            sem_low=sem_low,
-            low_step=low_step,
-            placement=placement,
-            sem_classes=self.sem_classes,
-            region_min_um2=self.outputs.region_min_um2,
+        return process_tiles(
+            self._tile_maps(image, plan, tiles),
+            job,
+            pool,
+            total=len(tiles),
+            label=label,
+            progress=self.progress and rank == 0,
         )
-        rendering: list[TaskStats] = []
-        nuclei = self._nucleus_features(rendered, merged, job, canvas, rendering)
-        write_geojson(outputs["geojson"], itertools.chain(regions, nuclei))
-        lap("geojson_s")
-        timing["features_cpu_s"] = round(sum(s.cpu_s for s in rendering), 3)
-        with atomic_write_path(outputs["overlay"]) as tmp:
-            Image.fromarray(canvas).save(tmp, format="PNG", compress_level=1)  # fast; a picture to look at
-        lap("overlay_s")
-        if not pool.workers:
-            tiffs = label_maps()
-        cpu = 0.0
-        for kind, future in tiffs:
-            cpu += worker_result(future, f"the {kind} label map")[1].cpu_s
-        lap("label_tiffs_wait_s")
-        timing["label_tiffs_cpu_s"] = round(cpu, 3)
-        sem_pixels = sum((h.sem_pixels for h in headers.values()), np.zeros(len(self.sem_classes), np.int64))
-        nuclei = summarise_nuclei(merged, sem_pixels, placement, **names)
-        sy, sx = placement.scale
-        oy, ox = placement.offset
-        return {
-            "image": str(path),
-            "settings": json.loads(json.dumps(settings)),
-            "working_mpp": None if placement.mpp is None else list(placement.mpp),
-            "to_level0": [sy, sx],
-            "region_level0": [ox * sx, oy * sy, plan.width * sx, plan.height * sy],
-            "region_size": [plan.height, plan.width],
-            "tiles": {"grid": [plan.n_rows, plan.n_cols], "active": len(active), "strips": plan.n_strips},
-            "nuclei": nuclei["nuclei"],
-            "joined_across_tiles": merged.joins,
-            "counts": nuclei["counts"],
-            "tissue": nuclei["tissue"],
-            "outputs": {k: str(v) for k, v in outputs.items()},
-            "timing": timing,
-        }
-
-    @staticmethod
-    def _render_nuclei(
-        records: Mapping[tuple[int, int], Path], merged: Any, job: FeatureJob, pool: WorkerPool
-    ) -> OrderedResults:
-        """The tiles' nuclei rendered by ``pool`` (:func:`~coseg.wsi.writer.tile_features`), tile by tile in order,
-        a bounded number at a time."""
-        several = np.zeros(len(merged) + 1, dtype=bool)
-        several[[fid for fid, m in merged.members.items() if len(m) > 1]] = True
-
-        def items() -> Iterator[tuple[Any, ...]]:
-            for tile in sorted(records):
-                lut = merged.luts[tile]
-                joined = several[lut]
-                joined[0] = False
-                single = np.unique(lut[1:][~joined[1:]])
-                yield job, records[tile], lut, merged.rows(single - 1), joined
-
-        return pool.imap(tile_features, items(), describe=lambda item: f"the nuclei of {item[1].name}")
-
-    @staticmethod
-    def _nucleus_features(
-        rendered: Iterator[tuple[TileFeatures, TaskStats]],
-        merged: Any,
-        job: FeatureJob,
-        canvas: np.ndarray,
-        stats: list[TaskStats],
-    ) -> Iterator[str]:
-        """Every nucleus's GeoJSON feature from the rendered tiles (:meth:`_render_nuclei`; their costs appended to
-        ``stats``), outlined on ``canvas``; an instance of several pieces once its last piece is read
-        (:func:`~coseg.wsi.merge.group_polygons`)."""
-        several = {fid: len(m) for fid, m in merged.members.items() if len(m) > 1}
-        features = NucleusFeatures(merged, job.placement, sem_classes=job.sem_classes, inst_types=job.inst_types)
-        collected: dict[int, list[tuple[np.ndarray, int, int]]] = {}
-        for tile, cost in rendered:
-            stats.append(cost)
-            for t, ring in tile.outlines:
-                draw_rings(canvas, [ring], t)
-            yield from tile.texts
-            for fid, piece in tile.pieces:
-                collected.setdefault(fid, []).append(piece)
-                if len(collected[fid]) == several[fid]:
-                    polys = group_polygons(collected.pop(fid))
-                    draw_rings(canvas, overview_rings(polys, job.factor), int(merged.types[fid - 1]))
-                    yield features.text(fid - 1, geometry_text(polys, job.placement))
-
-
-@dataclass
-class _TileWork:
-    """What the post-processing of this call's tiles cost."""
-
-    done: int = 0
-    cpu_s: float = 0.0
-    peak_rss_mb: float | None = None
-    peak_pending: int = 0
-    pids: set[int] = field(default_factory=set)
-
-    def add(self, stats: TaskStats) -> None:
-        self.done += 1
-        self.cpu_s += stats.cpu_s
-        self.pids.add(stats.pid)
-        if stats.peak_rss_mb is not None:
-            self.peak_rss_mb = max(self.peak_rss_mb or 0.0, stats.peak_rss_mb)
 
 
 class _Once:
@@ -775,6 +579,18 @@ class _Once:
         if self.value is None:
             self.value = self.make()
         return self.value
+
+
+def _reader_cache_bytes(plan: TilePlan, scale: float) -> int:
+    """Decoded input tiles worth keeping: what one band of windows of a strip reads (the strip's contexts and a
+    window either side, two windows high), with the file's tiles that overlap its edges (up to 512 px), RGBA, in
+    level pixels; at least 16 MiB, at most 256 MiB (the strip width follows ``memory_budget_mb``). Windows re-read
+    only the band above them, so a cache of the whole slide would only grow with it (memory flat in slide size)."""
+    roi_h, roi_w = plan.roi_size
+    width = min(plan.strip_tiles * plan.tile_size, plan.width) + 2 * plan.margin + 2 * roi_w + 1024
+    rows = 2 * roi_h + 1024
+    need = 4 * width * rows * max(1.0, scale) ** 2
+    return int(min(256 * 2**20, max(16 * 2**20, need)))
 
 
 def _plain(value: Any) -> Any:

@@ -7,7 +7,7 @@ into the parts folder (:func:`finish_tile`); only a few numbers come back. At mo
 over and not finished (a bounded queue): their maps are the only slide data in flight, so memory stays bounded
 whatever the slide's size, and the network never waits for the post-processing while workers are free. After the
 tiles, the same pool writes the label TIFFs while the main process writes the GeoJSON, the table and the overview
-(:mod:`coseg.wsi.run`).
+(:mod:`coseg.wsi.pipeline`).
 
 With ``workers=0`` everything runs in the calling process, in the same order, with the same results: worker
 processes change when things are computed, never what. A worker that dies (killed, out of memory, crashed) makes

@@ -265,14 +265,18 @@ def draw_overlay(
         rows = np.minimum((np.arange(h) * factor / low_step).astype(np.int64), sem_low.shape[0] - 1)
         cols = np.minimum((np.arange(w) * factor / low_step).astype(np.int64), sem_low.shape[1] - 1)
         classes = sem_low[rows][:, cols]
-        # every class's tinted value of every channel value (the arithmetic of a per-pixel blend): one table
-        # look-up per pixel
+        # every class's tinted value of every channel value (the arithmetic of a per-pixel blend) in one table
         n = int(classes.max()) + 1
         colours = np.asarray(REGION_COLOURS, np.float32)[np.arange(n) % len(REGION_COLOURS)] * alpha
         values = np.arange(256, dtype=np.float64)
         table = np.round(values[None, :, None] * (1 - alpha) + colours[:, None, :]).astype(np.uint8)
-        table[0] = np.arange(256, dtype=np.uint8)[:, None]  # background: untinted
-        canvas = table[classes.astype(np.intp)[..., None], canvas, np.arange(3)]
+        # class by class, OpenCV's table look-up copied under the class's mask (4x less CPU than one fancy-indexed
+        # look-up of every pixel; background stays untinted)
+        source = canvas.copy()  # a look-up reads the untinted thumbnail
+        for c in range(1, n):
+            mask = (classes == c).view(np.uint8)
+            if mask.any():
+                cv2.copyTo(cv2.LUT(source, np.ascontiguousarray(table[c]).reshape(1, 256, 3)), mask, canvas)
 
     def draw(polygons: Sequence[Polygon], type_id: int) -> None:
         draw_rings(canvas, overview_rings(polygons, factor), type_id)
@@ -303,7 +307,7 @@ def write_label_maps(
     mpp: tuple[float, float] | None,
 ) -> None:
     """Write the instance, type and region maps of the region as pyramidal TIFFs (:func:`write_label_map` for
-    each; :mod:`coseg.wsi.run` hands the three to worker processes).
+    each; :mod:`coseg.wsi.pipeline` hands the three to worker processes).
 
     Args:
         outputs: ``{"inst": path, "type": path, "sem": path, ...}``.
@@ -582,7 +586,7 @@ def tile_features(
 ) -> TileFeatures:
     """Render the nuclei of one tile record: the GeoJSON features of its one-piece instances (the geometry the worker
     rendered with the record, :attr:`coseg.wsi.parts.TileRecord.geometry`) and their overview outlines, and the
-    pieces of the instances joined across tiles. Runs in a worker process (:mod:`coseg.wsi.run`).
+    pieces of the instances joined across tiles. Runs in a worker process (:mod:`coseg.wsi.pipeline`).
 
     Args:
         job: the slide's rendering settings.
