@@ -196,7 +196,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="bundle overrides, e.g. patch_size=256 sam2_checkpoint=/w/sam2.1_hiera_large.pt",
     )
-    p.add_argument("--preset", help="model preset (model_preset): paper, tiny or micro")
+    p.add_argument("--preset", help="model preset (model_preset): paper, tiny, cpu or micro")
 
 
 def build_parser() -> argparse.ArgumentParser:

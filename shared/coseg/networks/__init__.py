@@ -1,6 +1,7 @@
 """Co-Seg++ network: SAM2-Hiera image encoder with adapters, SSP-Encoder, MTC-Decoder, two-pass co-segmentation.
 
-Build with ``CoSegPlusPlus.from_preset("paper" | "tiny" | "micro", **overrides)``; saved weights record these build
+Build with ``CoSegPlusPlus.from_preset("paper" | "tiny" | "cpu" | "micro", **overrides)`` (``cpu``: a MONAI ResNet-18
+trunk instead of Hiera, not the paper's encoder); saved weights record these build
 arguments, and ``CoSegPlusPlus.from_saved(path)`` builds the network they belong to. The presets' official SAM2.1
 encoder checkpoints and the check before training: :mod:`coseg.networks.pretrained`.
 """

@@ -19,7 +19,7 @@ from torch import nn
 
 from coseg.errors import InputFileError
 from coseg.keys import OutputKeys
-from coseg.networks.backbones import ENCODER_PRESETS, ImageEncoder, build_image_encoder
+from coseg.networks.backbones import ENCODER_PRESETS, ImageEncoder, build_image_encoder, is_sam2_encoder
 from coseg.networks.mtc_decoder import TASKS, MTCDecoder
 from coseg.networks.ssp_encoder import SSPEncoder, mask_tokenizer
 from coseg.networks.weights import (
@@ -64,12 +64,13 @@ class ConvPromptEncoder(nn.Module):
 class CoSegPlusPlus(nn.Module):
     """The Co-Seg++ network.
 
-    Build it with :meth:`from_preset` (``paper``, ``tiny``, ``micro``), or with :meth:`from_saved` as the saved
+    Build it with :meth:`from_preset` (``paper``, ``tiny``, ``cpu``, ``micro``), or with :meth:`from_saved` as the saved
     weights record it; the constructor takes built modules.
 
     Args:
         image_encoder: SAM2 image encoder (trunk with adapters + FPN neck, ``scalp`` 1: three levels at strides
-            4, 8, 16; the stride-16 level is the image embedding).
+            4, 8, 16; the stride-16 level is the image embedding), or the same with a convolutional trunk
+            (``cpu`` preset).
         decoder: the :class:`~coseg.networks.mtc_decoder.MTCDecoder`.
         prompt_encoders: ``{"sem": ..., "inst": ...}``: the encoder of each task's masks (SSP-Encoder or the
             plain conv encoder); ``None`` when ``num_forwards == 1``.
@@ -239,7 +240,9 @@ class CoSegPlusPlus(nn.Module):
         """Build a Co-Seg++ network from a named preset; every other argument left at ``None`` takes the preset's value.
 
         Presets (:data:`PRESETS`): ``paper`` (SAM2 Hiera-L, 1024 px, the paper's §4.1.2 setting), ``tiny``
-        (Hiera-T, 256 px, for CPUs), ``micro`` (about 0.4 M parameters, 64 px, for tests).
+        (Hiera-T, 256 px, for CPUs), ``cpu`` (NOT the paper's encoder: a MONAI ResNet-18 trained from scratch under
+        the same FPN neck, SSP-Encoders and MTC-Decoder as ``tiny``, 256 px, for training on a CPU without SAM2
+        weights), ``micro`` (about 0.4 M parameters, 64 px, for tests).
 
         The network remembers the arguments it was built with (:attr:`build_args`: ``name`` and the arguments of
         :data:`RECORDED_ARGS`, resolved), and its state dict records them: see :meth:`from_saved`.
@@ -265,15 +268,18 @@ class CoSegPlusPlus(nn.Module):
             image_size: informational (the network takes any multiple of 32); not recorded.
             sam2_checkpoint: local path of an official SAM2 checkpoint for the encoder, loaded strictly (the bundles
                 fetch the presets' checkpoints with ``download_large_files``: see :mod:`coseg.networks.pretrained`).
+                Refused for a convolutional encoder (``cpu``).
             freeze_encoder: ``True``, ``False`` or ``"auto"``: freeze the trunk, adapters excepted, exactly when
                 ``sam2_checkpoint`` was loaded -- an untrained frozen trunk would be useless, so without weights it
-                trains, with a warning.
+                trains, with a warning (no warning for a convolutional encoder, which always starts from random
+                weights).
 
         Raises:
             ValueError: unknown preset, or an argument of the wrong type or value (booleans must be ``True`` or
                 ``False``: the string ``"false"`` is refused, not read as true).
             SAM2CheckpointError: ``sam2_checkpoint`` is missing, unreadable or does not fit the preset's encoder (the
-                message names the preset, the file and, for another SAM2 size, both encoders).
+                message names the preset, the file and, for another SAM2 size, both encoders), or is given for a
+                convolutional encoder.
         """
         if name not in PRESETS:
             raise ValueError(f"unknown Co-Seg++ preset {name!r}; choose one of {sorted(PRESETS)}")
@@ -297,6 +303,12 @@ class CoSegPlusPlus(nn.Module):
             use_checkpoint=cfg["use_checkpoint"],
         )
         loaded = False
+        sam2 = is_sam2_encoder(cfg["encoder"])
+        if sam2_checkpoint and not sam2:
+            raise SAM2CheckpointError(
+                f"model preset {name!r}: its image encoder is convolutional ({cfg['encoder'].get('backbone')}), not "
+                f"SAM2's Hiera: no SAM2 checkpoint fits it ({sam2_checkpoint}); it trains from random weights"
+            )
         if sam2_checkpoint:
             try:
                 load_sam2_weights(encoder_module, os.path.expanduser(str(sam2_checkpoint)))
@@ -306,7 +318,7 @@ class CoSegPlusPlus(nn.Module):
         freeze = freeze_encoder
         if freeze == "auto":
             freeze = loaded
-            if not loaded:
+            if not loaded and sam2:
                 warnings.warn(
                     "Co-Seg++: no SAM2 checkpoint given (sam2_checkpoint=None): the image encoder starts from "
                     "random weights and is TRAINED instead of frozen. Pass the path of an official SAM2 "
@@ -575,10 +587,25 @@ MICRO_ENCODER = {
     "scalp": 1,
 }
 
+#: the ``cpu`` encoder: MONAI's 2-D ResNet-18 (random weights) under SAM2's FPN neck, levels as Hiera-T's
+CPU_ENCODER = {
+    "backbone": "monai_resnet",
+    "trunk": {"model_name": "resnet18"},
+    "neck": {
+        "d_model": 256,
+        "backbone_channel_list": [512, 256, 128, 64],
+        "fpn_top_down_levels": [2, 3],
+        "fpn_interp_model": "nearest",
+    },
+    "scalp": 1,
+}
+
 #: named configurations of :meth:`CoSegPlusPlus.from_preset`
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": _preset("hiera_l", 1024, dict(_SAM_DECODER), dict(_SSP)),
     "tiny": _preset("hiera_t", 256, dict(_SAM_DECODER), dict(_SSP)),
+    # NOT the paper's encoder: a ResNet-18 from scratch (no adapters: nothing is frozen), tiny's decoder and SSP
+    "cpu": {**_preset(CPU_ENCODER, 256, dict(_SAM_DECODER), dict(_SSP)), "adapter_ratio": 0.0},
     "micro": _preset(
         MICRO_ENCODER,
         64,

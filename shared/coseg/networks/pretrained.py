@@ -20,6 +20,7 @@ import shlex
 import warnings
 from dataclasses import dataclass
 
+from coseg.networks.backbones import is_sam2_encoder
 from coseg.networks.coseg import PRESETS
 from coseg.networks.weights import (
     SAM2CheckpointError,
@@ -142,19 +143,31 @@ def check_sam2_checkpoint(
         allow_random: train the encoder from random weights when ``path`` is ``None`` or missing (with a warning).
         bundle_root: the bundle folder, to name the command that fetches the preset's checkpoint into it.
 
+    A preset whose encoder is not SAM2's (``cpu``: a convolutional trunk, always trained from random weights) needs
+    no checkpoint and no ``allow_random``: ``None`` passes, and a file given is refused.
+
     Returns:
         ``path`` (user folder expanded) when it is a file that fits, ``None`` when there is none and
-        ``allow_random``.
+        ``allow_random`` or the preset's encoder is not SAM2's.
 
     Raises:
         SAM2CheckpointError: no checkpoint and not ``allow_random`` (the message says which command fetches it), an
-            unreadable file, or a checkpoint of another encoder (the message names it and the preset's).
+            unreadable file, a checkpoint of another encoder (the message names it and the preset's), or a
+            checkpoint given for a preset whose encoder is not SAM2's.
         ValueError: unknown preset, or ``allow_random`` not a boolean.
     """
     _check_preset(preset)
     if allow_random not in (True, False):
         raise ValueError(f"allow_random_encoder must be true or false, got {allow_random!r}")
     release = SAM2_CHECKPOINTS.get(preset)
+    if not is_sam2_encoder(PRESETS[preset]["encoder"]):
+        if path is not None:
+            raise SAM2CheckpointError(
+                f"{os.fspath(path)}: model preset {preset!r} has a convolutional image encoder, not SAM2's Hiera: "
+                "no SAM2 checkpoint fits it (it trains from random weights); set sam2_checkpoint to null"
+            )
+        logger.info("model preset %r: convolutional image encoder, trained from random weights", preset)
+        return None
     if path is None:
         if allow_random:
             return None
@@ -190,7 +203,11 @@ def check_sam2_checkpoint(
         raise SAM2CheckpointError(f"{file}: no SAM2 image encoder in it (no image_encoder.trunk.patch_embed weights)")
     wanted = encoder_config_signature(PRESETS[preset]["encoder"])
     if held != wanted:
-        fits = [name for name, cfg in PRESETS.items() if encoder_config_signature(cfg["encoder"]) == held]
+        fits = [
+            name
+            for name, cfg in PRESETS.items()
+            if is_sam2_encoder(cfg["encoder"]) and encoder_config_signature(cfg["encoder"]) == held
+        ]
         other = f", the encoder of model preset {fits[0]!r}" if fits else ""
         right = f" ({release.filename})" if release else ""
         raise SAM2CheckpointError(

@@ -86,7 +86,7 @@ def model_cost(preset: str = "paper", image_size: int | None = None, **overrides
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="paper", help="paper | tiny | micro")
+    parser.add_argument("--preset", default="paper", help="paper | tiny | cpu | micro")
     parser.add_argument("--image-size", type=int, default=None, help="square input size (default: the preset's)")
     parser.add_argument("--num-forwards", type=int, default=None)
     parser.add_argument("--json", default=None, help="also write the result to this JSON file")

@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 from coseg.errors import InputFileError
-from coseg.networks.backbones.hiera import Hiera
 from coseg.networks.backbones.image_encoder import ENCODER_PRESETS, ImageEncoder
 
 __all__ = [
@@ -248,10 +247,11 @@ def _is_adapter_key(key: str) -> bool:
     return len(parts) > 3 and parts[0] == "trunk" and parts[1] == "blocks" and parts[3] == "adapter"
 
 
-def freeze_trunk(trunk: Hiera) -> None:
-    """Freeze the Hiera trunk except its adapters (paper §3.4): by module, not by parameter-name matching."""
+def freeze_trunk(trunk: nn.Module) -> None:
+    """Freeze the Hiera trunk except its adapters (paper §3.4): by module, not by parameter-name matching. A trunk
+    without blocks (the ``cpu`` preset's ResNet) is frozen whole."""
     trunk.requires_grad_(False)
-    for block in trunk.blocks:
+    for block in getattr(trunk, "blocks", ()):
         if block.adapter is not None:
             block.adapter.requires_grad_(True)
 

@@ -16,8 +16,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from coseg.networks.backbones.hiera import Hiera
+from coseg.networks.backbones.resnet import ResNetTrunk
 
-__all__ = ["ENCODER_PRESETS", "FpnNeck", "ImageEncoder", "PositionEmbeddingSine", "build_image_encoder"]
+__all__ = [
+    "BACKBONES",
+    "ENCODER_PRESETS",
+    "FpnNeck",
+    "ImageEncoder",
+    "PositionEmbeddingSine",
+    "build_image_encoder",
+    "is_sam2_encoder",
+]
 
 
 class PositionEmbeddingSine(nn.Module):
@@ -153,11 +162,14 @@ class FpnNeck(nn.Module):
 class ImageEncoder(nn.Module):
     """Trunk + neck; drops the ``scalp`` lowest-resolution levels (SAM2's ``ImageEncoder``).
 
+    The trunk is SAM2's Hiera or, for the ``cpu`` model preset, a convolutional
+    :class:`~coseg.networks.backbones.resnet.ResNetTrunk` with the same four levels.
+
     ``forward(x)`` returns ``{"vision_features": (B, d_model, H/16, W/16) for the SAM2 configs,
     "vision_pos_enc": [per level], "backbone_fpn": [per level, highest resolution first]}``.
     """
 
-    def __init__(self, trunk: Hiera, neck: FpnNeck, *, scalp: int = 0) -> None:
+    def __init__(self, trunk: Hiera | ResNetTrunk, neck: FpnNeck, *, scalp: int = 0) -> None:
         super().__init__()
         if list(trunk.channel_list) != list(neck.backbone_channel_list):
             raise ValueError(
@@ -262,7 +274,19 @@ _NECK_KEYS = {
     "fuse_type",
     "fpn_top_down_levels",
 }
+_RESNET_TRUNK_KEYS = {"model_name"}
 _SKIPPED_SAM2_FIELDS = {"_target_", "position_encoding", "weights_path", "return_interm_layers"}
+
+#: the trunks an encoder config may name in its ``backbone`` field (default ``"hiera"``)
+BACKBONES = ("hiera", "monai_resnet")
+
+
+def is_sam2_encoder(cfg: str | Mapping[str, Any]) -> bool:
+    """Whether an encoder configuration (a preset name or a dict) builds SAM2's Hiera trunk, whose official
+    checkpoints can be loaded (``False`` for the convolutional ``monai_resnet`` trunk)."""
+    if isinstance(cfg, str):
+        return True
+    return cfg.get("backbone", "hiera") == "hiera"
 
 
 def build_image_encoder(cfg: str | Mapping[str, Any], **trunk_overrides: Any) -> ImageEncoder:
@@ -273,28 +297,45 @@ def build_image_encoder(cfg: str | Mapping[str, Any], **trunk_overrides: Any) ->
             ``{"trunk": {...Hiera kwargs...}, "neck": {...FpnNeck kwargs...}, "scalp": int}``. SAM2-only
             fields (``_target_``, ``position_encoding``) are ignored; the neck's position encoding is always
             ``PositionEmbeddingSine(d_model, normalize=True, temperature=10000)`` as in every SAM2 config.
-        trunk_overrides: extra Hiera kwargs (e.g. ``adapter_ratio=None``, ``use_checkpoint=True``).
+            ``"backbone": "monai_resnet"`` builds the convolutional
+            :class:`~coseg.networks.backbones.resnet.ResNetTrunk` instead (``trunk``: ``{"model_name": "resnet18"}``;
+            the neck's ``backbone_channel_list`` must be its ``channel_list``); not a SAM2 encoder.
+        trunk_overrides: extra Hiera kwargs (e.g. ``adapter_ratio=None``, ``use_checkpoint=True``). The ResNet trunk
+            has no adapters and no activation checkpointing: it accepts ``adapter_ratio`` 0 or ``None``,
+            ``use_checkpoint`` ``False``, and ignores ``adapter_scale``.
 
     Raises:
-        ValueError: unknown preset or unknown fields.
+        ValueError: unknown preset, backbone or fields; adapters or activation checkpointing asked of the ResNet
+            trunk.
     """
     if isinstance(cfg, str):
         if cfg not in ENCODER_PRESETS:
             raise ValueError(f"unknown encoder preset {cfg!r}; choose one of {sorted(ENCODER_PRESETS)}")
         cfg = ENCODER_PRESETS[cfg]
     cfg = copy.deepcopy(dict(cfg))
-    unknown = set(cfg) - {"trunk", "neck", "scalp", "image_size"}
+    unknown = set(cfg) - {"backbone", "trunk", "neck", "scalp", "image_size"}
     if unknown:
         raise ValueError(f"unknown image encoder fields {sorted(unknown)}")
+    backbone = cfg.get("backbone", "hiera")
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown image encoder backbone {backbone!r}; choose one of {list(BACKBONES)}")
     trunk_cfg = {k: v for k, v in dict(cfg.get("trunk", {})).items() if k not in _SKIPPED_SAM2_FIELDS}
+    if backbone == "monai_resnet":
+        trunk_overrides = dict(trunk_overrides)
+        if trunk_overrides.pop("adapter_ratio", None):
+            raise ValueError("the monai_resnet trunk has no adapters: set adapter_ratio to 0")
+        if trunk_overrides.pop("use_checkpoint", False):
+            raise ValueError("the monai_resnet trunk does not support use_checkpoint (activation checkpointing)")
+        trunk_overrides.pop("adapter_scale", None)
     trunk_cfg.update(trunk_overrides)
     neck_cfg = {k: v for k, v in dict(cfg.get("neck", {})).items() if k not in _SKIPPED_SAM2_FIELDS}
-    for name, given, allowed in (("trunk", trunk_cfg, _TRUNK_KEYS), ("neck", neck_cfg, _NECK_KEYS)):
+    trunk_keys = _TRUNK_KEYS if backbone == "hiera" else _RESNET_TRUNK_KEYS
+    for name, given, allowed in (("trunk", trunk_cfg, trunk_keys), ("neck", neck_cfg, _NECK_KEYS)):
         bad = set(given) - allowed
         if bad:
             raise ValueError(f"unknown {name} fields {sorted(bad)}; allowed: {sorted(allowed)}")
     if "d_model" not in neck_cfg or "backbone_channel_list" not in neck_cfg:
         raise ValueError("the neck config needs d_model and backbone_channel_list")
-    trunk = Hiera(**trunk_cfg)
+    trunk = Hiera(**trunk_cfg) if backbone == "hiera" else ResNetTrunk(**trunk_cfg)
     neck = FpnNeck(PositionEmbeddingSine(neck_cfg["d_model"], normalize=True, temperature=10000), **neck_cfg)
     return ImageEncoder(trunk, neck, scalp=int(cfg.get("scalp", 0)))
