@@ -25,7 +25,8 @@ The recipe knobs: ``--optimizer`` (``adam`` / ``adamw``), ``--lr`` (peak), ``--w
 (``bundle``: the bundle's per-epoch exponential decay ``lr_gamma``; ``cosine``: linear warm-up over ``--warmup`` of
 the budget, then cosine decay to 0 at the end of the budget, set from elapsed wall clock before every iteration;
 ``constant``: warm-up then flat), ``--batch-size``, ``--patch-size`` (training crop), ``--threads`` (torch threads;
-1 on a shared machine) and ``--num-workers``. Writes ``benchmarks/results/real_histo_<dataset>.json`` for ``tiny``,
+1 on a shared machine), ``--num-workers`` and the stain augmentation's strength (``--hed-sigma``, ``--hed-prob``:
+``RandHEDJitterd`` in ``train.json``). Writes ``benchmarks/results/real_histo_<dataset>.json`` for ``tiny``,
 ``real_histo_<dataset>_<preset>.json`` otherwise, or ``--out``; no machine paths in it. Not part of CI.
 """
 
@@ -103,6 +104,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-workers", type=int, default=0, help="data loader workers")
     parser.add_argument("--cache-rate", type=float, default=1.0)
     parser.add_argument(
+        "--hed-sigma",
+        type=float,
+        default=None,
+        help="stain augmentation strength: RandHEDJitterd's sigma (the bundle's 0.05 when not given)",
+    )
+    parser.add_argument("--hed-prob", type=float, default=None, help="RandHEDJitterd's probability (bundle: 0.5)")
+    parser.add_argument(
         "--evaluate-only",
         action="store_true",
         help="evaluate the checkpoint an earlier run left in --work again (e.g. after changing post-processing)",
@@ -129,6 +137,19 @@ def lr_factor(fraction: float, *, schedule: str, warmup: float) -> float:
         return 1.0
     rest = (fraction - warmup) / (1.0 - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * rest))
+
+
+def stain_overrides(args: argparse.Namespace) -> dict[str, float]:
+    """Overrides of ``train.json``'s H&E stain jitter (``coseg.histo.RandHEDJitterd`` in ``train#random_transforms``)
+    for ``--hed-sigma`` / ``--hed-prob``."""
+    transforms = json.loads((BUNDLE / "train.json").read_text(encoding="utf-8"))["train"]["random_transforms"]
+    index = next(i for i, t in enumerate(transforms) if t.get("_target_") == "coseg.histo.RandHEDJitterd")
+    out = {}
+    if args.hed_sigma is not None:
+        out[f"train#random_transforms#{index}#sigma"] = args.hed_sigma
+    if args.hed_prob is not None:
+        out[f"train#random_transforms#{index}#prob"] = args.hed_prob
+    return out
 
 
 def split_sources(datalist: dict) -> dict[str, list[str]]:
@@ -183,6 +204,9 @@ def main(argv: list[str] | None = None) -> None:
         "threads": args.threads,
         "num_workers": args.num_workers,
     }
+    common.update(stain_overrides(args))
+    if any(k.startswith("train#random_transforms") for k in common):
+        recipe["stain_augmentation"] = {"sigma": args.hed_sigma, "prob": args.hed_prob}
     info_path = run_dir / "train_info.json"
     if args.evaluate_only:
         if not info_path.is_file():
