@@ -38,7 +38,7 @@ from skimage.color import hed2rgb, rgb2hed
 from coseg.io import read_label, read_rgb, write_json, write_rgb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_real_histo import BUNDLE, DATASETS, REPO, SHARED  # noqa: E402
+from train_real_histo import BUNDLE, DATASETS, REPO, SHARED, evaluate, headline  # noqa: E402
 
 #: name -> (haematoxylin factor, eosin factor) on the optical densities
 CONDITIONS: dict[str, tuple[float, float]] = {
@@ -84,22 +84,6 @@ def perturbed_dataset(prepared: Path, out: Path, h: float, e: float) -> int:
                     item["image"] = str(Path(item["image"]).with_suffix(".png"))
         write_json(out / "datalist.json", datalist)
     return len(test)
-
-
-def evaluate(common: dict, dataset_dir: Path, output_dir: Path) -> dict:
-    """Binary PQ / AJI / Dice of the run's checkpoint on ``dataset_dir``'s test part (``evaluate.json``)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        wf = ConfigWorkflow(
-            config_file=[str(BUNDLE / "train.json"), str(BUNDLE / "evaluate.json")],
-            workflow_type="train",
-            **{**common, "dataset_dir": str(dataset_dir), "output_dir": str(output_dir)},
-        )
-        wf.initialize()
-        wf.run()
-    summary = json.loads((output_dir / "evaluation" / "metrics.json").read_text(encoding="utf-8"))
-    overall = summary["instance"]["per_image_mean"]["overall"]
-    return {"binary_pq": overall["pq"], "aji": overall["aji"], "dice": overall["dice_1"]}
 
 
 def infer(
@@ -179,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
         data = scratch / f"data_{name}"
         n = perturbed_dataset(prepared, data, h, e)
         consep[name] = {"haematoxylin_factor": h, "eosin_factor": e, "test_images": n}
-        consep[name].update(evaluate(common, data, scratch / f"eval_{name}"))
+        summary, _ = evaluate({**common, "dataset_dir": str(data), "output_dir": str(scratch / f"eval_{name}")})
+        consep[name].update(headline(summary))
         print(name, consep[name], flush=True)
 
     # references on CoNSeP's test tiles: labelled nuclei, and the model's nuclei

@@ -216,15 +216,8 @@ def main(argv: list[str] | None = None) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(info_path, train(common, args))
     info = json.loads(info_path.read_text(encoding="utf-8"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ev = ConfigWorkflow(
-            config_file=[str(BUNDLE / "train.json"), str(BUNDLE / "evaluate.json")], workflow_type="train", **common
-        )
-        ev.initialize()
-        start = time.time()
-        ev.run()
-    summary = json.loads((run_dir / "eval" / "evaluation" / "metrics.json").read_text(encoding="utf-8"))
+    start = time.time()
+    summary, ev = evaluate(common)
     overall = summary["instance"]["per_image_mean"]["overall"]
     result = {
         "label": args.label,
@@ -245,12 +238,7 @@ def main(argv: list[str] | None = None) -> None:
             "watershed_normalisation": ev.parser.get_parsed_content("watershed_normalisation"),
         },
         "test_images": summary["num_images"],
-        "headline": {
-            "binary_pq": overall["pq"],
-            "aji": overall["aji"],
-            "dice": overall["dice_1"],
-            "reduction": "mean over held-out 256² tiles",
-        },
+        "headline": {**headline(summary), "reduction": "mean over held-out 256² tiles"},
         "instance_per_type": summary["instance"]["per_image_mean"]["per_class"],
         "instance_overall": overall,
         "instance_pooled": summary["instance"]["pooled"],
@@ -267,6 +255,26 @@ def main(argv: list[str] | None = None) -> None:
     print(result["tables_md"])
     print(json.dumps(result["headline"], indent=2))
     print(f"written {out}")
+
+
+def evaluate(overrides: dict) -> tuple[dict, ConfigWorkflow]:
+    """Score the checkpoint in ``overrides["ckpt_dir"]`` on the test part of ``overrides["dataset_dir"]``
+    (``train.json`` + ``evaluate.json``); returns the report's ``metrics.json`` and the workflow."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wf = ConfigWorkflow(
+            config_file=[str(BUNDLE / "train.json"), str(BUNDLE / "evaluate.json")], workflow_type="train", **overrides
+        )
+        wf.initialize()
+        wf.run()
+    metrics = Path(overrides["output_dir"]) / "evaluation" / "metrics.json"
+    return json.loads(metrics.read_text(encoding="utf-8")), wf
+
+
+def headline(summary: dict) -> dict[str, float]:
+    """Binary PQ, AJI and Dice (HoVer-Net's ``dice_1``) of all nuclei, per-image means, from ``metrics.json``."""
+    overall = summary["instance"]["per_image_mean"]["overall"]
+    return {"binary_pq": overall["pq"], "aji": overall["aji"], "dice": overall["dice_1"]}
 
 
 def train(overrides: dict, args: argparse.Namespace) -> dict:
